@@ -1,0 +1,243 @@
+//! Messages between Raft peers.
+//!
+//! Every message travels in an [`Envelope`] that names its sender, its
+//! recipient and the sender's term; the [`Message`] enum inside carries only
+//! the fields of its own kind. The wire encoding lives with the transport
+//! (`keel-net`), not here.
+
+use bytes::Bytes;
+
+use crate::types::{Entry, EntryKind, Index, LogId, NodeId, SnapshotMetadata, Term};
+
+/// A message with its routing header.
+///
+/// ```
+/// use keel::{Envelope, Message, NodeId, Term};
+/// let envelope = Envelope::new(NodeId::new(1), NodeId::new(2), Term::new(3), Message::TimeoutNow);
+/// assert_eq!(envelope.to, NodeId::new(2));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender.
+    pub from: NodeId,
+    /// The recipient.
+    pub to: NodeId,
+    /// The sender's term when it sent the message (for a pre-vote request, the
+    /// term the sender would campaign in).
+    pub term: Term,
+    /// The message itself.
+    pub message: Message,
+}
+
+impl Envelope {
+    /// Builds an envelope.
+    pub fn new(from: NodeId, to: NodeId, term: Term, message: Message) -> Self {
+        Envelope {
+            from,
+            to,
+            term,
+            message,
+        }
+    }
+
+    /// An estimate of the encoded size, for batching and flow control: the
+    /// header plus the entries' [`Entry::size_bytes`].
+    pub fn size_bytes(&self) -> u64 {
+        const HEADER_BYTES: u64 = 32;
+        HEADER_BYTES
+            + match &self.message {
+                Message::Append(append) => append.entries.iter().map(Entry::size_bytes).sum(),
+                Message::Propose(proposal) => proposal
+                    .entries
+                    .iter()
+                    .map(|entry| entry.data.len() as u64 + 1)
+                    .sum(),
+                Message::ReadIndex(request) => request.context.len() as u64,
+                Message::ReadIndexResponse(response) => response.context.len() as u64,
+                _ => 0,
+            }
+    }
+}
+
+/// The kinds of Raft message, each with only its own fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Leader → follower: entries to append after `prev` (§5.3).
+    Append(Append),
+    /// Follower → leader: the result of an [`Append`] or snapshot install.
+    AppendResponse(AppendResponse),
+    /// Candidate → all: a request for a (pre-)vote (§5.2, thesis §9.6).
+    Vote(VoteRequest),
+    /// The answer to a [`VoteRequest`].
+    VoteResponse(VoteResponse),
+    /// Leader → follower: "I am alive", with the commit index the follower
+    /// may apply and an optional read round to confirm leadership.
+    Heartbeat(Heartbeat),
+    /// Follower → leader: the answer to a [`Heartbeat`].
+    HeartbeatResponse(HeartbeatResponse),
+    /// Leader → follower: install the snapshot described here. The data is
+    /// streamed by the runtime beside the message, not carried in it.
+    Snapshot(SnapshotMetadata),
+    /// Leader → transfer target: start an election now (thesis §3.10).
+    TimeoutNow,
+    /// Follower → leader: please hand leadership to `target`.
+    TransferLeader {
+        /// The node that should become leader.
+        target: NodeId,
+    },
+    /// Follower → leader: a request for a read index (thesis §6.4).
+    ReadIndex(ReadIndexRequest),
+    /// Leader → follower: the read index for a forwarded request.
+    ReadIndexResponse(ReadIndexResponse),
+    /// Follower → leader: proposals forwarded by a follower.
+    Propose(ForwardedProposal),
+}
+
+impl Message {
+    /// A short name of the kind, for logs and metrics.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Message::Append(_) => "append",
+            Message::AppendResponse(_) => "append_response",
+            Message::Vote(request) => match request.kind {
+                VoteKind::PreVote => "pre_vote",
+                VoteKind::Vote => "vote",
+            },
+            Message::VoteResponse(response) => match response.kind {
+                VoteKind::PreVote => "pre_vote_response",
+                VoteKind::Vote => "vote_response",
+            },
+            Message::Heartbeat(_) => "heartbeat",
+            Message::HeartbeatResponse(_) => "heartbeat_response",
+            Message::Snapshot(_) => "snapshot",
+            Message::TimeoutNow => "timeout_now",
+            Message::TransferLeader { .. } => "transfer_leader",
+            Message::ReadIndex(_) => "read_index",
+            Message::ReadIndexResponse(_) => "read_index_response",
+            Message::Propose(_) => "propose",
+        }
+    }
+}
+
+/// Entries for a follower to append (AppendEntries in Figure 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Append {
+    /// The entry just before `entries`; the follower must hold it to accept.
+    pub prev: LogId,
+    /// The entries, contiguous from `prev.index + 1`; empty to carry only a
+    /// commit index or to probe.
+    pub entries: Vec<Entry>,
+    /// The leader's commit index.
+    pub commit: Index,
+}
+
+/// The result of an [`Append`] (or of installing a snapshot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendResponse {
+    /// The follower's log matches the leader's up to `last_index`, and every
+    /// entry up to it is durable on the follower.
+    Accepted {
+        /// The last index known to match the leader's log.
+        last_index: Index,
+    },
+    /// The follower does not hold `rejected` with the leader's term.
+    Rejected {
+        /// The `prev.index` of the rejected append.
+        rejected: Index,
+        /// The follower's best guess of where the logs may match: an entry
+        /// of its log at or before `rejected` with a term no greater than the
+        /// leader's `prev.term` (fast back-off, §5.3).
+        hint: LogId,
+    },
+}
+
+/// Whether a vote request is a real vote or a pre-vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VoteKind {
+    /// A pre-vote (thesis §9.6): asks whether the voter *would* vote, and
+    /// changes no state on either side.
+    PreVote,
+    /// A real vote (§5.2).
+    Vote,
+}
+
+/// Why a candidate campaigns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ElectionReason {
+    /// Its election timeout fired, or an operator asked it to campaign.
+    Timeout,
+    /// The leader handed over leadership (thesis §3.10); voters grant it even
+    /// while they still hear from the old leader.
+    Transfer,
+}
+
+/// A request for a vote or pre-vote (RequestVote in Figure 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteRequest {
+    /// Pre-vote or vote.
+    pub kind: VoteKind,
+    /// The candidate's last log entry, for the up-to-date check (§5.4.1).
+    pub last_log: LogId,
+    /// Why the candidate campaigns.
+    pub reason: ElectionReason,
+    /// The candidate's election priority (higher wins ties of log length).
+    pub priority: u64,
+}
+
+/// The answer to a [`VoteRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteResponse {
+    /// Pre-vote or vote, as in the request.
+    pub kind: VoteKind,
+    /// Whether the vote is granted.
+    pub granted: bool,
+}
+
+/// A leader's heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The commit index the follower may use: the leader's commit index,
+    /// capped at what the follower is known to hold.
+    pub commit: Index,
+    /// A leadership-confirmation round for linearizable reads, echoed back.
+    pub read_round: Option<u64>,
+}
+
+/// The answer to a [`Heartbeat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatResponse {
+    /// The heartbeat's read round, echoed.
+    pub read_round: Option<u64>,
+}
+
+/// A follower's request for a read index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadIndexRequest {
+    /// Opaque context chosen by the requester, returned with the index.
+    pub context: Bytes,
+}
+
+/// The leader's answer to a forwarded [`ReadIndexRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadIndexResponse {
+    /// The index the requester must have applied before it serves the read.
+    pub index: Index,
+    /// The request's context.
+    pub context: Bytes,
+}
+
+/// Proposals forwarded from a follower to the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedProposal {
+    /// The proposed payloads, in order.
+    pub entries: Vec<ProposedEntry>,
+}
+
+/// A payload proposed for the log, before the leader gives it a term and index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposedEntry {
+    /// How the core interprets `data`.
+    pub kind: EntryKind,
+    /// The payload.
+    pub data: Bytes,
+}

@@ -1,0 +1,415 @@
+//! The values Raft talks about: node ids, terms, indexes, entries and the
+//! small records that are persisted next to the log.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use bytes::Bytes;
+
+macro_rules! number_newtype {
+    ($(#[$meta:meta])* $name:ident, $display_prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(u64);
+
+        impl $name {
+            /// The zero value.
+            pub const ZERO: $name = $name(0);
+
+            /// Wraps a raw number.
+            #[inline]
+            pub const fn new(value: u64) -> Self {
+                $name(value)
+            }
+
+            /// The raw number.
+            #[inline]
+            pub const fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl From<u64> for $name {
+            #[inline]
+            fn from(value: u64) -> Self {
+                $name(value)
+            }
+        }
+
+        impl From<$name> for u64 {
+            #[inline]
+            fn from(value: $name) -> u64 {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(formatter, concat!($display_prefix, "{}"), self.0)
+            }
+        }
+    };
+}
+
+number_newtype!(
+    /// The identity of a node in a cluster. Valid ids are `>= 1`; "no node"
+    /// is written `Option<NodeId>::None`, never a zero id.
+    ///
+    /// ```
+    /// use keel::NodeId;
+    /// let id = NodeId::new(3);
+    /// assert_eq!(id.get(), 3);
+    /// assert_eq!(id.to_string(), "n3");
+    /// ```
+    NodeId,
+    "n"
+);
+
+number_newtype!(
+    /// A Raft term (§5.1): a logical clock that only moves forward.
+    ///
+    /// ```
+    /// use keel::Term;
+    /// assert!(Term::new(2) > Term::new(1));
+    /// assert_eq!(Term::new(2).next(), Term::new(3));
+    /// ```
+    Term,
+    "t"
+);
+
+number_newtype!(
+    /// The position of an entry in the log. The first real entry has index 1;
+    /// index 0 is the empty prefix before it.
+    ///
+    /// ```
+    /// use keel::Index;
+    /// assert_eq!(Index::new(7).next(), Index::new(8));
+    /// assert_eq!(Index::new(7).prev(), Index::new(6));
+    /// ```
+    Index,
+    "i"
+);
+
+impl Term {
+    /// The term after this one.
+    #[inline]
+    pub const fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl Index {
+    /// The index after this one.
+    #[inline]
+    pub const fn next(self) -> Index {
+        Index(self.0 + 1)
+    }
+
+    /// The index before this one; `Index::ZERO` stays at zero.
+    #[inline]
+    pub const fn prev(self) -> Index {
+        Index(self.0.saturating_sub(1))
+    }
+
+    /// This index moved forward by `count`.
+    #[inline]
+    pub const fn plus(self, count: u64) -> Index {
+        Index(self.0 + count)
+    }
+
+    /// The number of indexes from `earlier` up to this one (zero if `earlier`
+    /// is later).
+    #[inline]
+    pub const fn distance_from(self, earlier: Index) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// The identity of one log entry: its term and index. Two logs that hold an
+/// entry with the same `LogId` are identical up to it (Log Matching, §5.3).
+///
+/// ```
+/// use keel::{Index, LogId, Term};
+/// let a = LogId::new(Term::new(2), Index::new(5));
+/// let b = LogId::new(Term::new(3), Index::new(4));
+/// // Logs are compared by last term first, then by index (§5.4.1).
+/// assert!(b > a);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogId {
+    /// The term in which the entry was created by a leader.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: Index,
+}
+
+impl LogId {
+    /// Builds a log id.
+    pub const fn new(term: Term, index: Index) -> Self {
+        LogId { term, index }
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}/{}", self.term.0, self.index.0)
+    }
+}
+
+/// What an entry's payload means to the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// Application data, opaque to the core. A leader's empty entry at the
+    /// start of its term is a normal entry with no data.
+    Normal,
+    /// A single membership change (encoded `ConfChange`).
+    ConfChange,
+    /// A joint membership change (encoded `ConfChangeV2`).
+    ConfChangeV2,
+}
+
+impl EntryKind {
+    /// A stable one-byte code, for codecs and disk formats.
+    pub const fn code(self) -> u8 {
+        match self {
+            EntryKind::Normal => 0,
+            EntryKind::ConfChange => 1,
+            EntryKind::ConfChangeV2 => 2,
+        }
+    }
+
+    /// The kind with this code, or `None` for an unknown code.
+    pub const fn from_code(code: u8) -> Option<EntryKind> {
+        match code {
+            0 => Some(EntryKind::Normal),
+            1 => Some(EntryKind::ConfChange),
+            2 => Some(EntryKind::ConfChangeV2),
+            _ => None,
+        }
+    }
+
+    /// Whether the entry changes membership.
+    pub const fn is_conf_change(self) -> bool {
+        !matches!(self, EntryKind::Normal)
+    }
+}
+
+/// One entry of the replicated log.
+///
+/// The payload is a [`Bytes`]: the same buffer travels from the network read
+/// to the disk write and into every follower's message without a copy.
+///
+/// ```
+/// use bytes::Bytes;
+/// use keel::{Entry, EntryKind, Index, Term};
+/// let entry = Entry::new(Term::new(1), Index::new(1), EntryKind::Normal, Bytes::from_static(b"x"));
+/// assert_eq!(entry.log_id().index, Index::new(1));
+/// assert_eq!(entry.payload_bytes(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: Index,
+    /// How the core interprets `data`.
+    pub kind: EntryKind,
+    /// The payload.
+    pub data: Bytes,
+}
+
+impl Entry {
+    /// A fixed per-entry overhead, in bytes, counted on top of the payload
+    /// when limiting message sizes (term, index and kind on the wire).
+    pub const OVERHEAD_BYTES: u64 = 17;
+
+    /// Builds an entry.
+    pub fn new(term: Term, index: Index, kind: EntryKind, data: Bytes) -> Self {
+        Entry {
+            term,
+            index,
+            kind,
+            data,
+        }
+    }
+
+    /// The entry's identity.
+    #[inline]
+    pub fn log_id(&self) -> LogId {
+        LogId::new(self.term, self.index)
+    }
+
+    /// The payload length in bytes.
+    #[inline]
+    pub fn payload_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The size this entry counts for in message-size limits: payload plus
+    /// [`Entry::OVERHEAD_BYTES`].
+    #[inline]
+    pub fn size_bytes(&self) -> u64 {
+        self.payload_bytes() + Self::OVERHEAD_BYTES
+    }
+}
+
+/// The state a node must persist before it answers any message (Figure 2,
+/// "Persistent state on all servers"), plus the commit index.
+///
+/// ```
+/// use keel::{HardState, Index, NodeId, Term};
+/// let state = HardState { term: Term::new(2), vote: Some(NodeId::new(1)), commit: Index::new(10) };
+/// assert!(!state.is_empty());
+/// assert!(HardState::default().is_empty());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// The node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// The highest index known to be committed. Persisting it is an
+    /// optimisation (it lets a restarted node apply sooner); losing it is safe.
+    pub commit: Index,
+}
+
+impl HardState {
+    /// Whether this is the state of a node that has never done anything.
+    pub fn is_empty(&self) -> bool {
+        *self == HardState::default()
+    }
+}
+
+/// A cluster membership: who votes and who only listens.
+///
+/// During a joint change (§6 of the Raft paper) a decision needs a majority
+/// of `voters` *and* a majority of `voters_outgoing`.
+///
+/// Invariants (checked by [`ConfState::validate`]): no node is both a voter
+/// and a learner; `learners_next` only holds outgoing voters that will become
+/// learners when the joint configuration is left; `auto_leave` only in a joint
+/// configuration.
+///
+/// ```
+/// use keel::{ConfState, NodeId};
+/// let conf = ConfState::with_voters([1, 2, 3].map(NodeId::new));
+/// assert!(conf.is_voter(NodeId::new(2)));
+/// assert!(!conf.is_joint());
+/// conf.validate().unwrap();
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConfState {
+    /// Voters of the incoming (or only) configuration.
+    pub voters: BTreeSet<NodeId>,
+    /// Learners: receive the log, never vote, never count for commit.
+    pub learners: BTreeSet<NodeId>,
+    /// Voters of the outgoing configuration while joint; empty otherwise.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Outgoing voters that become learners when the joint state is left.
+    pub learners_next: BTreeSet<NodeId>,
+    /// Whether the leader leaves the joint state on its own once it applies.
+    pub auto_leave: bool,
+}
+
+impl ConfState {
+    /// A simple configuration of voters only.
+    pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        ConfState {
+            voters: voters.into_iter().collect(),
+            ..ConfState::default()
+        }
+    }
+
+    /// Whether a joint change is in progress.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Whether `id` votes in either half of the configuration.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    /// Whether `id` is a member in any role.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.learners.contains(&id) || self.learners_next.contains(&id)
+    }
+
+    /// Every member, each once, in id order.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut all = self.voters.clone();
+        all.extend(self.voters_outgoing.iter().copied());
+        all.extend(self.learners.iter().copied());
+        all.extend(self.learners_next.iter().copied());
+        all
+    }
+
+    /// Checks the invariants listed on the type.
+    pub fn validate(&self) -> Result<(), ConfStateError> {
+        if let Some(id) = self.voters.intersection(&self.learners).next() {
+            return Err(ConfStateError::VoterIsLearner(*id));
+        }
+        if let Some(id) = self.voters_outgoing.intersection(&self.learners).next() {
+            return Err(ConfStateError::VoterIsLearner(*id));
+        }
+        if let Some(id) = self.learners_next.iter().find(|id| !self.voters_outgoing.contains(id)) {
+            return Err(ConfStateError::LearnerNextNotOutgoing(*id));
+        }
+        if let Some(id) = self.learners_next.intersection(&self.voters).next() {
+            return Err(ConfStateError::VoterIsLearner(*id));
+        }
+        if self.auto_leave && !self.is_joint() {
+            return Err(ConfStateError::AutoLeaveWithoutJoint);
+        }
+        if [&self.voters, &self.learners, &self.voters_outgoing, &self.learners_next]
+            .iter()
+            .any(|set| set.contains(&NodeId::ZERO))
+        {
+            return Err(ConfStateError::ZeroNodeId);
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`ConfState`] is malformed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfStateError {
+    /// A node appears as voter and learner at once.
+    #[error("node {0} is both a voter and a learner")]
+    VoterIsLearner(NodeId),
+    /// `learners_next` names a node that is not an outgoing voter.
+    #[error("node {0} is in learners_next but not an outgoing voter")]
+    LearnerNextNotOutgoing(NodeId),
+    /// `auto_leave` is set outside a joint configuration.
+    #[error("auto_leave is set but the configuration is not joint")]
+    AutoLeaveWithoutJoint,
+    /// Node id 0 is reserved for "no node".
+    #[error("node id 0 is not a valid member")]
+    ZeroNodeId,
+}
+
+/// What a snapshot covers: everything up to and including `last`, and the
+/// membership in force at that point.
+///
+/// ```
+/// use keel::{ConfState, Index, LogId, NodeId, SnapshotMetadata, Term};
+/// let meta = SnapshotMetadata {
+///     last: LogId::new(Term::new(3), Index::new(100)),
+///     conf_state: ConfState::with_voters([NodeId::new(1)]),
+/// };
+/// assert_eq!(meta.last.index, Index::new(100));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMetadata {
+    /// The last entry the snapshot includes.
+    pub last: LogId,
+    /// The membership as of `last`.
+    pub conf_state: ConfState,
+}
+
+impl SnapshotMetadata {
+    /// Whether this is the metadata of "no snapshot" (index 0).
+    pub fn is_empty(&self) -> bool {
+        self.last.index == Index::ZERO
+    }
+}
