@@ -5,8 +5,15 @@
 
 mod config;
 mod error;
+mod log;
 mod message;
+pub mod quorum;
+mod raft;
+mod raw_node;
+mod ready;
+mod status;
 mod storage;
+pub mod tracker;
 mod types;
 
 #[cfg(feature = "test-support")]
@@ -18,5 +25,9 @@ pub use message::{
     Append, AppendResponse, ElectionReason, Envelope, ForwardedProposal, Heartbeat, HeartbeatResponse, Message,
     ProposedEntry, ReadIndexRequest, ReadIndexResponse, VoteKind, VoteRequest, VoteResponse,
 };
+pub use raft::Role;
+pub use raw_node::RawNode;
+pub use ready::{PersistMarker, Ready, SoftState};
+pub use status::{PeerStatus, Status};
 pub use storage::{InitialState, MemStorage, Storage, StorageWrite};
 pub use types::{ConfState, ConfStateError, Entry, EntryKind, HardState, Index, LogId, NodeId, SnapshotMetadata, Term};

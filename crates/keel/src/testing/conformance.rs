@@ -1,6 +1,4 @@
-//! Test support shipped with the crate (feature `test-support`).
-//!
-//! [`run_storage_conformance`] is the storage conformance suite: every
+//! The storage conformance suite: every
 //! [`StorageWrite`] implementation — [`MemStorage`](crate::MemStorage),
 //! `keel-log`'s disk store, the simulator's store — runs the same cases, so
 //! they all mean the same thing by "first index", "compacted" and so on.
@@ -8,8 +6,6 @@
 //! ```
 //! keel::testing::run_storage_conformance(keel::MemStorage::new);
 //! ```
-
-#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 

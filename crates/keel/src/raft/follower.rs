@@ -1,0 +1,149 @@
+//! A follower's side of replication (Figure 2, AppendEntries receiver) and
+//! of proposal forwarding.
+
+use crate::error::{Error, StepError};
+use crate::message::{Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, HeartbeatResponse, Message};
+use crate::raft::election::Campaign;
+use crate::raft::Raft;
+use crate::storage::Storage;
+use crate::types::{Index, NodeId, SnapshotMetadata, Term};
+
+impl<S: Storage> Raft<S> {
+    /// Messages to a follower at its term.
+    pub(crate) fn step_follower(&mut self, envelope: Envelope) -> Result<(), Error> {
+        let from = envelope.from;
+        match envelope.message {
+            Message::Append(append) => {
+                self.heard_from_leader(from);
+                self.handle_append(from, envelope.term, append)
+            }
+            Message::Heartbeat(heartbeat) => {
+                self.heard_from_leader(from);
+                self.handle_heartbeat(from, heartbeat)
+            }
+            Message::Snapshot(metadata) => {
+                self.heard_from_leader(from);
+                self.handle_snapshot(from, metadata)
+            }
+            Message::Propose(proposal) => self.forward_proposal(proposal),
+            Message::TimeoutNow => {
+                // The leader hands over (thesis §3.10): campaign at once,
+                // skipping pre-vote, which the leader's lease would fail.
+                self.campaign(Campaign::Transfer)
+            }
+            // Responses belong to leaders and candidates; late ones are
+            // expected after a role change.
+            _ => Ok(()),
+        }
+    }
+
+    fn heard_from_leader(&mut self, leader: NodeId) {
+        self.election_elapsed_ticks = 0;
+        self.set_leader(leader);
+    }
+
+    /// Passes a proposal on to the leader, or drops it when there is none.
+    fn forward_proposal(&mut self, proposal: ForwardedProposal) -> Result<(), Error> {
+        if let (Some(leader), true) = (self.leader, self.config.forward_proposals) {
+            self.send(leader, Message::Propose(proposal));
+        }
+        Ok(())
+    }
+
+    /// Checks what a correct leader always sends: entries contiguous after
+    /// `prev`, terms never decreasing, none after the leader's term.
+    fn validate_append(from: NodeId, term: Term, append: &Append) -> Result<(), StepError> {
+        let malformed = |reason| StepError::Malformed { from, reason };
+        let mut previous = append.prev;
+        for entry in &append.entries {
+            if entry.index != previous.index.next() {
+                return Err(malformed("entries not contiguous after prev"));
+            }
+            if entry.term < previous.term || entry.term > term {
+                return Err(malformed("entry terms out of order"));
+            }
+            previous = entry.log_id();
+        }
+        if append.prev.term > term {
+            return Err(malformed("prev term after the leader's term"));
+        }
+        Ok(())
+    }
+
+    /// AppendEntries receiver (Figure 2, steps 1–5).
+    fn handle_append(&mut self, from: NodeId, term: Term, append: Append) -> Result<(), Error> {
+        Self::validate_append(from, term, &append)?;
+        let committed = self.log.committed();
+        if append.prev.index < committed {
+            // Everything up to our commit index matches any leader's log
+            // (Leader Completeness); tell the leader where we stand.
+            let response = AppendResponse::Accepted { last_index: committed };
+            self.send_after_persist(from, self.term, Message::AppendResponse(response));
+            return Ok(());
+        }
+        let outcome = self.log.maybe_append(append.prev, append.commit, &append.entries)?;
+        let response = match outcome {
+            Err(reason) => return Err(StepError::Malformed { from, reason }.into()),
+            Ok(Some(last_index)) => AppendResponse::Accepted { last_index },
+            Ok(None) => {
+                let last = self.log.last_index()?;
+                let hint = self.log.find_conflict_by_term(append.prev.index.min(last), append.prev.term)?;
+                AppendResponse::Rejected {
+                    rejected: append.prev.index,
+                    hint,
+                }
+            }
+        };
+        // The answer claims the entries are on our disk: it waits for that.
+        self.send_after_persist(from, self.term, Message::AppendResponse(response));
+        Ok(())
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, heartbeat: Heartbeat) -> Result<(), Error> {
+        // The leader sends at most what it knows we hold; never trust a
+        // commit index past our own log.
+        let last = self.log.last_index()?;
+        self.log.commit_to(heartbeat.commit.min(last));
+        let response = HeartbeatResponse {
+            read_round: heartbeat.read_round,
+        };
+        self.send(from, Message::HeartbeatResponse(response));
+        Ok(())
+    }
+
+    /// InstallSnapshot receiver (Figure 13): only a snapshot ahead of our
+    /// commit index is installed; if our log already holds its last entry,
+    /// the entries after it are kept and only the commit index moves.
+    fn handle_snapshot(&mut self, from: NodeId, metadata: SnapshotMetadata) -> Result<(), Error> {
+        if metadata.conf_state.validate().is_err() {
+            return Err(StepError::Malformed {
+                from,
+                reason: "snapshot membership is invalid",
+            }
+            .into());
+        }
+        let last_index = self.restore(metadata)?;
+        let response = AppendResponse::Accepted { last_index };
+        self.send_after_persist(from, self.term, Message::AppendResponse(response));
+        Ok(())
+    }
+
+    /// Installs `metadata` if it is news; returns the last index now known
+    /// to match the leader.
+    fn restore(&mut self, metadata: SnapshotMetadata) -> Result<Index, Error> {
+        let committed = self.log.committed();
+        if metadata.last.index <= committed {
+            return Ok(committed);
+        }
+        if self.log.matches(metadata.last)? {
+            // Figure 13 step 6: keep the entries that follow.
+            self.log.commit_to(metadata.last.index);
+            return Ok(metadata.last.index);
+        }
+        let index = metadata.last.index;
+        let next = index.next();
+        self.tracker.apply_conf_state(&metadata.conf_state, next);
+        self.log.restore(metadata);
+        Ok(index)
+    }
+}

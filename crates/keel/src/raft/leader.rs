@@ -1,0 +1,348 @@
+//! The leader's side: proposals, replication with flow control, heartbeats,
+//! commitment and check-quorum (§5.3, §5.4.2, thesis §6.2).
+
+use bytes::Bytes;
+
+use crate::error::{Error, ProposalError, StepError};
+use crate::log::ReadEntriesError;
+use crate::message::{Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, Message, ProposedEntry};
+use crate::raft::{Raft, Role};
+use crate::storage::Storage;
+use crate::tracker::ProgressState;
+use crate::types::{Entry, EntryKind, Index, LogId, NodeId};
+
+impl<S: Storage> Raft<S> {
+    // ----- proposals -------------------------------------------------------------
+
+    /// Proposes payloads for the log. On a follower they are forwarded to
+    /// the leader (if allowed); nothing is appended locally.
+    pub(crate) fn propose<I>(&mut self, entries: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = (EntryKind, Bytes)>,
+        I::IntoIter: Clone,
+    {
+        let entries = entries.into_iter();
+        match self.role {
+            Role::Leader => {
+                if !self.tracker.is_member(self.id) {
+                    return Err(ProposalError::NotMember.into());
+                }
+                let proposed_bytes: u64 = entries.clone().map(|(_, data)| data.len() as u64).sum();
+                if !self.uncommitted.fits(proposed_bytes, self.config.max_uncommitted_bytes) {
+                    return Err(ProposalError::UncommittedLimit {
+                        uncommitted_bytes: self.uncommitted.bytes(),
+                        proposed_bytes,
+                        limit_bytes: self.config.max_uncommitted_bytes,
+                    }
+                    .into());
+                }
+                self.append_entries(entries)
+            }
+            _ => {
+                let Some(leader) = self.leader else {
+                    return Err(ProposalError::NoLeader.into());
+                };
+                if !self.config.forward_proposals {
+                    return Err(ProposalError::NotLeader { leader: Some(leader) }.into());
+                }
+                let entries = entries.map(|(kind, data)| ProposedEntry { kind, data }).collect();
+                self.send(leader, Message::Propose(ForwardedProposal { entries }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends entries of the current term to the leader's log; followers
+    /// hear of them when the next `Ready` is built.
+    pub(crate) fn append_entries(&mut self, entries: impl Iterator<Item = (EntryKind, Bytes)>) -> Result<(), Error> {
+        debug_assert_eq!(self.role, Role::Leader);
+        let mut index = self.log.last_index()?;
+        let mut bytes = 0u64;
+        for (kind, data) in entries {
+            index = index.next();
+            bytes += data.len() as u64;
+            if kind.is_conf_change() {
+                self.pending_conf_index = index;
+            }
+            self.log.push(Entry::new(self.term, index, kind, data));
+        }
+        self.uncommitted.add(index, bytes);
+        self.broadcast_pending = true;
+        Ok(())
+    }
+
+    // ----- sending -----------------------------------------------------------------
+
+    /// Sends to every follower what it lacks (the deferred broadcast).
+    pub(crate) fn flush_broadcast(&mut self) -> Result<(), Error> {
+        if !std::mem::take(&mut self.broadcast_pending) || self.role != Role::Leader {
+            return Ok(());
+        }
+        let committed = self.log.committed();
+        let followers: Vec<NodeId> = self.tracker.member_ids().filter(|id| *id != self.id).collect();
+        for id in followers {
+            let commit_news = self.tracker.progress(id).is_some_and(|progress| progress.sent_commit() < committed);
+            self.send_appends(id, commit_news)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `to` as many appends as flow control allows; with
+    /// `send_if_empty`, at least one (to carry the commit index) unless
+    /// paused.
+    pub(crate) fn send_appends(&mut self, to: NodeId, mut send_if_empty: bool) -> Result<(), Error> {
+        while self.send_one_append(to, send_if_empty)? {
+            send_if_empty = false;
+        }
+        Ok(())
+    }
+
+    /// Sends one append (or a snapshot) to `to`. Returns whether anything was
+    /// sent and more may follow.
+    fn send_one_append(&mut self, to: NodeId, send_if_empty: bool) -> Result<bool, Error> {
+        let Some(progress) = self.tracker.progress(to) else {
+            return Ok(false);
+        };
+        if progress.is_paused() {
+            return Ok(false);
+        }
+        let next = progress.next();
+        let last = self.log.last_index()?;
+        let Some(prev_term) = self.log.term_if_known(next.prev())? else {
+            return self.send_snapshot(to);
+        };
+        if next > last && !send_if_empty {
+            return Ok(false);
+        }
+        let entries = match self.log.entries(next, last.next(), self.config.max_message_bytes) {
+            Ok(entries) => entries,
+            Err(ReadEntriesError::Compacted) => return self.send_snapshot(to),
+            Err(ReadEntriesError::Temporary) => return Ok(false),
+            Err(ReadEntriesError::Fatal(error)) => return Err(error.into()),
+        };
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let last_sent = entries.last().map_or(next.prev(), |entry| entry.index);
+        let commit = self.log.committed();
+        let progress = self.tracker.progress_mut(to).expect("progress checked above");
+        progress.on_entries_sent(last_sent, bytes);
+        progress.set_sent_commit(commit.min(last_sent));
+        let state = progress.state();
+        let sent_entries = !entries.is_empty();
+        let append = Append {
+            prev: LogId::new(prev_term, next.prev()),
+            entries,
+            commit,
+        };
+        self.send(to, Message::Append(append));
+        Ok(sent_entries && state == ProgressState::Replicate)
+    }
+
+    /// Sends `to` a snapshot because the entries it needs are compacted.
+    fn send_snapshot(&mut self, to: NodeId) -> Result<bool, Error> {
+        let Some(progress) = self.tracker.progress(to) else {
+            return Ok(false);
+        };
+        if !progress.recent_active() {
+            // Do not stream a snapshot to a node that may be down.
+            return Ok(false);
+        }
+        let first_index = self.log.first_index()?;
+        let metadata = match self.log.storage().snapshot(progress.next(), to) {
+            Ok(metadata) => metadata,
+            Err(error) if error.is_temporary() => return Ok(false),
+            Err(error) => return Err(error.into()),
+        };
+        if metadata.is_empty() || metadata.last.index.next() < first_index {
+            // No snapshot covers the compacted entries yet (the application
+            // compacted past its latest snapshot): treat it like a snapshot
+            // still being built and try again on the next heartbeat.
+            return Ok(false);
+        }
+        let progress = self.tracker.progress_mut(to).expect("progress checked above");
+        progress.become_snapshot(metadata.last.index);
+        self.send(to, Message::Snapshot(metadata));
+        Ok(false)
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let committed = self.log.committed();
+        let followers: Vec<(NodeId, Index)> = self
+            .tracker
+            .iter()
+            .filter(|(id, _)| *id != self.id)
+            .map(|(id, progress)| (id, progress.matched()))
+            .collect();
+        for (id, matched) in followers {
+            // A follower may not hold entries up to our commit index yet.
+            let heartbeat = Heartbeat {
+                commit: committed.min(matched),
+                read_round: None,
+            };
+            self.send(id, Message::Heartbeat(heartbeat));
+        }
+    }
+
+    // ----- ticks ---------------------------------------------------------------------
+
+    pub(crate) fn tick_leader(&mut self) -> Result<(), Error> {
+        self.heartbeat_elapsed_ticks += 1;
+        self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.config.election_timeout_ticks_min {
+            self.election_elapsed_ticks = 0;
+            if self.config.check_quorum {
+                if !self.tracker.quorum_active(self.id) {
+                    // Cut off from a quorum: stop accepting writes that could
+                    // never commit (thesis §6.2).
+                    self.become_follower(self.term, None);
+                    return Ok(());
+                }
+                let id = self.id;
+                for (member, progress) in self.tracker.iter_mut() {
+                    progress.set_recent_active(member == id);
+                }
+            }
+        }
+        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+        Ok(())
+    }
+
+    // ----- responses -------------------------------------------------------------------
+
+    /// Messages to a leader at its term.
+    pub(crate) fn step_leader(&mut self, envelope: Envelope) -> Result<(), Error> {
+        let from = envelope.from;
+        match envelope.message {
+            Message::AppendResponse(response) => {
+                self.ensure_member(from)?;
+                self.handle_append_response(from, response)
+            }
+            Message::HeartbeatResponse(_) => {
+                self.ensure_member(from)?;
+                self.handle_heartbeat_response(from)
+            }
+            Message::Propose(proposal) => {
+                // Dropped if refused: the follower's caller times out, as it
+                // would if the message were lost.
+                let entries = proposal.entries.into_iter().map(|entry| (entry.kind, entry.data));
+                match self.propose(entries.collect::<Vec<_>>()) {
+                    Err(Error::Proposal(_)) => Ok(()),
+                    other => other,
+                }
+            }
+            Message::Append(_) | Message::Heartbeat(_) | Message::Snapshot(_) => {
+                // Only one leader per term: this is a broken peer, or a
+                // safety bug. Record it and refuse.
+                self.set_leader(from);
+                self.leader = Some(self.id);
+                Err(StepError::Malformed {
+                    from,
+                    reason: "a second leader in the same term",
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn ensure_member(&self, from: NodeId) -> Result<(), Error> {
+        if self.tracker.is_member(from) {
+            Ok(())
+        } else {
+            Err(StepError::UnknownPeer(from).into())
+        }
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, response: AppendResponse) -> Result<(), Error> {
+        let last = self.log.last_index()?;
+        match response {
+            AppendResponse::Accepted { last_index } => {
+                if last_index > last {
+                    return Err(StepError::Malformed {
+                        from,
+                        reason: "acknowledges entries beyond the leader's log",
+                    }
+                    .into());
+                }
+                let progress = self.tracker.progress_mut(from).expect("membership checked by caller");
+                progress.set_recent_active(true);
+                if progress.maybe_update(last_index) {
+                    match progress.state() {
+                        ProgressState::Probe => progress.become_replicate(),
+                        ProgressState::Snapshot { index } if progress.matched() >= index => {
+                            progress.become_probe();
+                            progress.become_replicate();
+                        }
+                        _ => {}
+                    }
+                    if self.maybe_commit()? {
+                        // Tell everyone the new commit index (deferred).
+                        self.broadcast_pending = true;
+                    }
+                }
+                self.send_appends(from, false)
+            }
+            AppendResponse::Rejected { rejected, hint } => {
+                let next_probe = if hint.term > crate::types::Term::ZERO {
+                    self.log.find_conflict_by_term(hint.index, hint.term)?.index
+                } else {
+                    hint.index
+                };
+                let progress = self.tracker.progress_mut(from).expect("membership checked by caller");
+                progress.set_recent_active(true);
+                if progress.maybe_decrease_to(rejected, next_probe) {
+                    if progress.state() == ProgressState::Replicate {
+                        progress.become_probe();
+                    }
+                    self.send_appends(from, false)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId) -> Result<(), Error> {
+        let last = self.log.last_index()?;
+        let progress = self.tracker.progress_mut(from).expect("membership checked by caller");
+        progress.set_recent_active(true);
+        match progress.state() {
+            // The follower is alive: probe again.
+            ProgressState::Probe => progress.resume_probe(),
+            ProgressState::Replicate if progress.inflights().is_full() => {
+                // Acknowledgements may have been lost; free a slot so the
+                // pipeline cannot stall forever.
+                progress.inflights_mut().free_oldest();
+            }
+            _ => {}
+        }
+        if progress.matched() < last {
+            self.send_appends(from, false)?;
+        }
+        Ok(())
+    }
+
+    /// Advances the commit index to what a quorum has stored, if that entry
+    /// is of this term (§5.4.2). Returns whether it moved.
+    pub(crate) fn maybe_commit(&mut self) -> Result<bool, Error> {
+        let quorum_index = self.tracker.committed_index().min(self.log.last_index()?);
+        let advanced = self.log.maybe_commit(quorum_index, self.term)?;
+        if advanced {
+            self.uncommitted.on_commit(self.log.committed());
+        }
+        Ok(advanced)
+    }
+
+    /// The transport could not reach `id`: stop pipelining to it, probe.
+    pub(crate) fn report_unreachable(&mut self, id: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(progress) = self.tracker.progress_mut(id) {
+            if progress.state() == ProgressState::Replicate {
+                progress.become_probe();
+            }
+        }
+    }
+}

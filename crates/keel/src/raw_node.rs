@@ -1,0 +1,300 @@
+//! [`RawNode`]: the public, IO-free driving interface.
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::{Error, ProposalError};
+use crate::message::Envelope;
+use crate::raft::{Campaign, Raft, Role};
+use crate::ready::{PersistMarker, Ready, SoftState};
+use crate::status::{PeerStatus, Status};
+use crate::storage::Storage;
+use crate::types::{EntryKind, HardState, Index, NodeId, Term};
+
+/// A Raft node with no IO: feed it ticks, messages and proposals; take its
+/// work out of [`Ready`]. See the crate documentation for a walk-through.
+///
+/// Every method that can fail returns [`Error`]. Refusals (a proposal with
+/// no leader, a malformed message) change nothing; a fatal storage error
+/// stops the node, and every later call returns [`Error::Stopped`].
+pub struct RawNode<S: Storage> {
+    raft: Raft<S>,
+    previous_soft_state: SoftState,
+    previous_hard_state: HardState,
+    ready_count: u64,
+    /// The highest term and commit index `check_invariants` has seen, to
+    /// check they never go back.
+    observed_term: Term,
+    observed_commit: Index,
+}
+
+/// The core must be movable to the runtime's thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<RawNode<crate::MemStorage>>();
+};
+
+impl<S: Storage> RawNode<S> {
+    /// Starts a node from what `storage` holds (a new cluster's founders
+    /// hold the initial membership; a restarted node its whole state).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration, [`Error::Storage`] if
+    /// the storage cannot be read or holds an invalid membership.
+    pub fn new(config: &Config, storage: S) -> Result<Self, Error> {
+        let raft = Raft::new(config, storage)?;
+        let previous_hard_state = raft.hard_state();
+        Ok(RawNode {
+            previous_soft_state: SoftState {
+                leader: raft.leader(),
+                role: raft.role(),
+            },
+            previous_hard_state,
+            ready_count: 0,
+            observed_term: previous_hard_state.term,
+            observed_commit: previous_hard_state.commit,
+            raft,
+        })
+    }
+
+    /// Advances the logical clock by one tick: elections on followers,
+    /// heartbeats and check-quorum on the leader.
+    pub fn tick(&mut self) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        let result = if self.raft.role() == Role::Leader {
+            self.raft.tick_leader()
+        } else {
+            self.raft.tick_election()
+        };
+        self.raft.stop_on_fatal(result)
+    }
+
+    /// Starts an election now (with pre-vote if configured), as if the
+    /// election timeout had fired. Does nothing on a leader or a learner.
+    pub fn campaign(&mut self) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        let kind = if self.raft.config().pre_vote {
+            Campaign::PreElection
+        } else {
+            Campaign::Election
+        };
+        let result = self.raft.campaign(kind);
+        self.raft.stop_on_fatal(result)
+    }
+
+    /// Proposes `data` for the log. On a follower the proposal is forwarded
+    /// to the leader; whether it commits is learnt by watching committed
+    /// entries (the runtime tags proposals to match them).
+    ///
+    /// # Errors
+    /// [`ProposalError`] if refused: no leader, forwarding disabled, the
+    /// uncommitted-bytes cap, a transfer in progress.
+    pub fn propose(&mut self, data: Bytes) -> Result<(), Error> {
+        self.propose_batch([data])
+    }
+
+    /// Proposes several payloads at once: one log append and one message per
+    /// follower for the whole batch. All or none are accepted.
+    pub fn propose_batch<I>(&mut self, batch: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Bytes>,
+        I::IntoIter: Clone,
+    {
+        self.raft.ensure_running()?;
+        let mut batch = batch.into_iter().map(|data| (EntryKind::Normal, data)).peekable();
+        if batch.peek().is_none() {
+            return Err(ProposalError::Malformed("empty batch").into());
+        }
+        let result = self.raft.propose(batch);
+        self.raft.stop_on_fatal(result)
+    }
+
+    /// Hands a message from a peer to the protocol.
+    ///
+    /// # Errors
+    /// [`StepError`](crate::StepError) for a message addressed elsewhere, a
+    /// response from a non-member, or one that breaks the protocol; the node
+    /// is unchanged. Stale messages are not errors: they are ignored.
+    pub fn step(&mut self, envelope: Envelope) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        let result = self.raft.step(envelope);
+        self.raft.stop_on_fatal(result)
+    }
+
+    /// The transport could not deliver to `id`; the leader stops pipelining
+    /// to it and probes until it answers again.
+    pub fn report_unreachable(&mut self, id: NodeId) {
+        self.raft.report_unreachable(id);
+    }
+
+    /// Whether [`RawNode::ready`] has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        let raft = &self.raft;
+        if raft.ensure_running().is_err() {
+            return false;
+        }
+        let log = raft.log();
+        self.soft_state() != self.previous_soft_state
+            || raft.hard_state() != self.previous_hard_state
+            || raft.has_messages()
+            || log.has_entries_to_persist()
+            || log.snapshot_to_persist().is_some()
+            || log.has_entries_to_apply(!raft.config().async_storage_writes)
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.raft.leader(),
+            role: self.raft.role(),
+        }
+    }
+
+    /// Takes the pending work. Everything in it counts as handed out: the
+    /// next `Ready` holds only what is new.
+    pub fn ready(&mut self) -> Result<Ready, Error> {
+        self.raft.ensure_running()?;
+        let result = self.build_ready();
+        self.raft.stop_on_fatal(result)
+    }
+
+    fn build_ready(&mut self) -> Result<Ready, Error> {
+        self.raft.flush_broadcast()?;
+        let soft_state = self.soft_state();
+        let hard_state = self.raft.hard_state();
+        let allow_unpersisted = !self.raft.config().async_storage_writes;
+        let max_bytes = self.raft.config().max_committed_bytes_per_ready;
+        let committed_entries = match self.raft.log().entries_to_apply(allow_unpersisted, max_bytes) {
+            Ok(entries) => entries,
+            Err(crate::log::ReadEntriesError::Fatal(error)) => return Err(error.into()),
+            // Compacted or temporarily unavailable: retry on the next Ready.
+            Err(_) => Vec::new(),
+        };
+        let log = self.raft.log();
+        let entries: Vec<_> = log.unstable_entries_to_persist().cloned().collect();
+        let snapshot = log.snapshot_to_persist().cloned();
+        let hard_state_changed = hard_state != self.previous_hard_state;
+        let must_sync = !entries.is_empty()
+            || snapshot.is_some()
+            || hard_state.term != self.previous_hard_state.term
+            || hard_state.vote != self.previous_hard_state.vote;
+        let persist_marker = PersistMarker {
+            last_entry: entries.last().map(|entry| entry.log_id()),
+            snapshot: snapshot.as_ref().map(|metadata| metadata.last.index),
+        };
+        let last_committed = committed_entries.last().map(|entry| entry.index);
+        self.ready_count += 1;
+        let ready = Ready {
+            number: self.ready_count,
+            soft_state: (soft_state != self.previous_soft_state).then_some(soft_state),
+            hard_state: hard_state_changed.then_some(hard_state),
+            snapshot,
+            entries,
+            messages: self.raft.take_messages(),
+            persisted_messages: self.raft.take_messages_after_persist(),
+            committed_entries,
+            must_sync,
+            persist_marker,
+            last_committed,
+        };
+        self.raft.log_mut().accept_in_progress();
+        if let Some(index) = last_committed {
+            self.raft.log_mut().applying_to(index);
+        }
+        self.previous_soft_state = soft_state;
+        self.previous_hard_state = hard_state;
+        Ok(ready)
+    }
+
+    /// Acknowledges a `Ready` whose writes are durable and whose committed
+    /// entries are applied (synchronous mode). Equivalent to
+    /// [`RawNode::on_persisted`] followed by [`RawNode::on_applied`].
+    pub fn advance(&mut self, ready: Ready) -> Result<(), Error> {
+        self.on_persisted(ready.persist_marker())?;
+        let applied = ready.last_committed_index().max(ready.persist_marker().snapshot);
+        if let Some(index) = applied {
+            self.on_applied(index)?;
+        }
+        Ok(())
+    }
+
+    /// Reports that the writes of a `Ready` are durable. Reports must come
+    /// in the order the `Ready`s were produced; a report about entries that
+    /// a newer leader has since overwritten is ignored.
+    pub fn on_persisted(&mut self, marker: PersistMarker) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        let result = self.raft.on_persisted(marker.last_entry, marker.snapshot);
+        self.raft.stop_on_fatal(result)
+    }
+
+    /// Reports that the state machine applied every entry up to `index`
+    /// (or restored a snapshot ending there).
+    ///
+    /// # Panics
+    /// If `index` was never handed out for applying: a runtime bug.
+    pub fn on_applied(&mut self, index: Index) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        self.raft.log_mut().applied_to(index);
+        Ok(())
+    }
+
+    /// A snapshot of this node's state, for monitoring and tests.
+    pub fn status(&self) -> Status {
+        let raft = &self.raft;
+        let peers = if raft.role() == Role::Leader {
+            raft.tracker()
+                .iter()
+                .map(|(id, progress)| PeerStatus {
+                    id,
+                    matched: progress.matched(),
+                    next: progress.next(),
+                    state: progress.state(),
+                    recent_active: progress.recent_active(),
+                    is_learner: progress.is_learner(),
+                    inflight_messages: progress.inflights().count(),
+                    inflight_bytes: progress.inflights().bytes(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: raft.id(),
+            role: raft.role(),
+            hard_state: raft.hard_state(),
+            leader: raft.leader(),
+            applied: raft.log().applied(),
+            last_index: raft.log().last_index().unwrap_or(Index::ZERO),
+            conf_state: raft.tracker().conf_state(),
+            uncommitted_bytes: raft.uncommitted_bytes(),
+            randomized_election_timeout_ticks: raft.randomized_election_timeout_ticks(),
+            peers,
+        }
+    }
+
+    /// The storage the node reads from.
+    pub fn storage(&self) -> &S {
+        self.raft.log().storage()
+    }
+
+    /// The storage, for a runtime that writes through the same handle.
+    pub fn storage_mut(&mut self) -> &mut S {
+        self.raft.log_mut().storage_mut()
+    }
+
+    /// Checks every invariant of the node's state, and that term and commit
+    /// index never went back since the last call. Tests and the simulator
+    /// call it after every step.
+    pub fn check_invariants(&mut self) -> Result<(), String> {
+        self.raft.check_invariants()?;
+        let hard_state = self.raft.hard_state();
+        if hard_state.term < self.observed_term {
+            return Err(format!("term went back from {} to {}", self.observed_term, hard_state.term));
+        }
+        if hard_state.commit < self.observed_commit {
+            return Err(format!("commit went back from {} to {}", self.observed_commit, hard_state.commit));
+        }
+        self.observed_term = hard_state.term;
+        self.observed_commit = hard_state.commit;
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! [`Status`]: a node's state, for monitoring and tests.
+
+use crate::raft::Role;
+use crate::tracker::ProgressState;
+use crate::types::{ConfState, HardState, Index, NodeId};
+
+/// A copy of a node's state at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Term, vote and commit index.
+    pub hard_state: HardState,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The highest index applied.
+    pub applied: Index,
+    /// The last index of its log.
+    pub last_index: Index,
+    /// The membership in force.
+    pub conf_state: ConfState,
+    /// Uncommitted proposal bytes (leader).
+    pub uncommitted_bytes: u64,
+    /// The election timeout drawn for this term.
+    pub randomized_election_timeout_ticks: u64,
+    /// Each member's replication progress (leader only; empty otherwise).
+    pub peers: Vec<PeerStatus>,
+}
+
+/// The leader's view of one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The member.
+    pub id: NodeId,
+    /// The highest index known replicated to it.
+    pub matched: Index,
+    /// The next index to send.
+    pub next: Index,
+    /// How the leader sends to it.
+    pub state: ProgressState,
+    /// Whether it was heard from in the current check-quorum period.
+    pub recent_active: bool,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+    /// Append messages in flight.
+    pub inflight_messages: usize,
+    /// Entry bytes in flight.
+    pub inflight_bytes: u64,
+}

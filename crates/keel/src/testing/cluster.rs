@@ -1,0 +1,344 @@
+//! An in-process cluster of [`RawNode`]s over [`MemStorage`], with a
+//! hand-driven network: the harness behind scenario tests and examples.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::message::Envelope;
+use crate::raw_node::RawNode;
+use crate::ready::Ready;
+use crate::storage::{MemStorage, StorageWrite};
+use crate::types::{ConfState, Entry, NodeId};
+
+/// How to build a [`Cluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// The founding voters.
+    pub voters: Vec<NodeId>,
+    /// A config template; `id` and `rng_seed` are set per node.
+    pub config: Config,
+}
+
+impl ClusterOptions {
+    /// `count` voters with ids `1..=count` and default settings.
+    pub fn voters(count: u64) -> Self {
+        ClusterOptions {
+            voters: (1..=count).map(NodeId::new).collect(),
+            config: Config::new(NodeId::new(1)),
+        }
+    }
+}
+
+/// A cluster of nodes in one process. Messages go into a network queue
+/// and move only when delivered; links can be cut in either direction.
+/// Every node's invariants are checked after every step.
+///
+/// ```
+/// use bytes::Bytes;
+/// use keel::testing::{Cluster, ClusterOptions};
+/// use keel::NodeId;
+/// let mut cluster = Cluster::new(ClusterOptions::voters(3)).unwrap();
+/// cluster.campaign(NodeId::new(1)).unwrap();
+/// cluster.stabilize().unwrap();
+/// cluster.propose(NodeId::new(1), Bytes::from_static(b"hello")).unwrap();
+/// cluster.stabilize().unwrap();
+/// for id in 1..=3 {
+///     let applied = cluster.applied(NodeId::new(id));
+///     assert_eq!(applied.last().unwrap().data, Bytes::from_static(b"hello"));
+/// }
+/// ```
+pub struct Cluster {
+    nodes: BTreeMap<NodeId, RawNode<MemStorage>>,
+    storages: BTreeMap<NodeId, MemStorage>,
+    configs: BTreeMap<NodeId, Config>,
+    /// Messages sent and not yet delivered, in send order.
+    network: Vec<Envelope>,
+    /// Cut links, as `(from, to)`.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Entries each node applied, in order.
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Messages dropped because of cut links.
+    dropped_count: u64,
+}
+
+impl Cluster {
+    /// Starts every founding voter with an empty log.
+    pub fn new(options: ClusterOptions) -> Result<Self, Error> {
+        let conf_state = ConfState::with_voters(options.voters.iter().copied());
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            storages: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            network: Vec::new(),
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            dropped_count: 0,
+        };
+        for id in &options.voters {
+            let mut config = options.config.clone();
+            config.id = *id;
+            config.rng_seed = options.config.rng_seed.wrapping_mul(1_000_003).wrapping_add(id.get());
+            let storage = MemStorage::new_with_conf_state(conf_state.clone());
+            cluster.add_node(config, storage)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Adds a node with its own config and storage (for example an empty
+    /// one that waits to be added to the membership).
+    pub fn add_node(&mut self, config: Config, storage: MemStorage) -> Result<(), Error> {
+        let id = config.id;
+        let node = RawNode::new(&config, storage.clone())?;
+        self.nodes.insert(id, node);
+        self.storages.insert(id, storage);
+        self.configs.insert(id, config);
+        self.applied.entry(id).or_default();
+        Ok(())
+    }
+
+    /// The node `id`.
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn node(&self, id: NodeId) -> &RawNode<MemStorage> {
+        self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// The node `id`, mutably.
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn node_mut(&mut self, id: NodeId) -> &mut RawNode<MemStorage> {
+        self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Every node id.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The entries `id` has applied, in order.
+    pub fn applied(&self, id: NodeId) -> &[Entry] {
+        self.applied.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The messages in the network, not yet delivered.
+    pub fn in_flight(&self) -> &[Envelope] {
+        &self.network
+    }
+
+    /// Takes the messages in the network out of it.
+    pub fn take_in_flight(&mut self) -> Vec<Envelope> {
+        std::mem::take(&mut self.network)
+    }
+
+    /// Puts messages into the network (for scripted reordering or
+    /// duplication).
+    pub fn inject(&mut self, envelopes: impl IntoIterator<Item = Envelope>) {
+        self.network.extend(envelopes);
+    }
+
+    /// Messages dropped on cut links so far.
+    pub fn dropped_count(&self) -> u64 {
+        self.dropped_count
+    }
+
+    /// The leader as the majority of nodes see it, if any node is leader.
+    pub fn leader(&self) -> Option<NodeId> {
+        let status: Vec<_> = self.nodes.values().map(RawNode::status).collect();
+        status
+            .iter()
+            .filter(|status| status.role == crate::Role::Leader)
+            .max_by_key(|status| status.hard_state.term)
+            .map(|status| status.id)
+    }
+
+    /// Cuts the link from `from` to `to` (one way).
+    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
+    /// Cuts `id` off from every other node, both ways.
+    pub fn isolate(&mut self, id: NodeId) {
+        for other in self.ids() {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+    }
+
+    /// Splits the cluster: no message crosses between the groups.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        for (position, group) in groups.iter().enumerate() {
+            for other in groups.iter().skip(position + 1) {
+                for a in group {
+                    for b in other {
+                        self.cut.insert((*a, *b));
+                        self.cut.insert((*b, *a));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Checks every node's invariants.
+    ///
+    /// # Panics
+    /// On the first violation, naming the node.
+    pub fn check_invariants(&mut self) {
+        for (id, node) in &mut self.nodes {
+            if let Err(violation) = node.check_invariants() {
+                panic!("invariant broken on {id}: {violation}");
+            }
+        }
+    }
+
+    /// Ticks node `id` once.
+    pub fn tick(&mut self, id: NodeId) -> Result<(), Error> {
+        self.node_mut(id).tick()?;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Ticks every node once.
+    pub fn tick_all(&mut self) -> Result<(), Error> {
+        for id in self.ids() {
+            self.node_mut(id).tick()?;
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Makes `id` campaign.
+    pub fn campaign(&mut self, id: NodeId) -> Result<(), Error> {
+        self.node_mut(id).campaign()?;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Proposes `data` on `id`.
+    pub fn propose(&mut self, id: NodeId, data: bytes::Bytes) -> Result<(), Error> {
+        let result = self.node_mut(id).propose(data);
+        self.check_invariants();
+        result
+    }
+
+    /// Handles node `id`'s `Ready` synchronously: persist, send, apply,
+    /// advance. Returns the `Ready` (with its contents) for inspection, or
+    /// `None` if there was nothing to do.
+    pub fn process_ready(&mut self, id: NodeId) -> Result<Option<Ready>, Error> {
+        let node = self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id}"));
+        if !node.has_ready() {
+            return Ok(None);
+        }
+        let ready = node.ready()?;
+        let storage = self.storages.get_mut(&id).unwrap_or_else(|| panic!("no storage {id}"));
+        self.network.extend(ready.messages().iter().cloned());
+        if let Some(snapshot) = ready.snapshot() {
+            storage.apply_snapshot(snapshot.clone())?;
+        }
+        storage.append(ready.entries())?;
+        if let Some(hard_state) = ready.hard_state() {
+            storage.set_hard_state(hard_state)?;
+        }
+        self.network.extend(ready.persisted_messages().iter().cloned());
+        self.applied
+            .entry(id)
+            .or_default()
+            .extend(ready.committed_entries().iter().cloned());
+        let kept = ready.clone();
+        node.advance(ready)?;
+        self.check_invariants();
+        Ok(Some(kept))
+    }
+
+    /// Processes every node's `Ready` once. Returns whether any had one.
+    pub fn process_all_ready(&mut self) -> Result<bool, Error> {
+        let mut any = false;
+        for id in self.ids() {
+            any |= self.process_ready(id)?.is_some();
+        }
+        Ok(any)
+    }
+
+    /// Delivers every message in the network (dropping those on cut links),
+    /// in send order. Returns how many were delivered.
+    pub fn deliver_all(&mut self) -> Result<usize, Error> {
+        let envelopes = std::mem::take(&mut self.network);
+        let mut delivered = 0;
+        for envelope in envelopes {
+            if self.deliver(envelope)? {
+                delivered += 1;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Delivers one message unless its link is cut or its recipient does not
+    /// exist. Refusals by the recipient (`StepError`) are swallowed, as a
+    /// runtime would log and drop them; fatal errors are returned.
+    pub fn deliver(&mut self, envelope: Envelope) -> Result<bool, Error> {
+        if self.cut.contains(&(envelope.from, envelope.to)) || !self.nodes.contains_key(&envelope.to) {
+            self.dropped_count += 1;
+            return Ok(false);
+        }
+        let to = envelope.to;
+        let result = self.node_mut(to).step(envelope);
+        self.check_invariants();
+        match result {
+            Ok(()) => Ok(true),
+            Err(error) if error.is_fatal() => Err(error),
+            Err(_) => Ok(true),
+        }
+    }
+
+    /// Processes readies and delivers messages until nothing moves.
+    ///
+    /// # Panics
+    /// If the cluster has not settled after 10,000 rounds.
+    pub fn stabilize(&mut self) -> Result<(), Error> {
+        for _ in 0..10_000 {
+            let any_ready = self.process_all_ready()?;
+            let delivered = self.deliver_all()?;
+            if !any_ready && delivered == 0 && self.network.is_empty() {
+                return Ok(());
+            }
+        }
+        panic!("cluster did not stabilize in 10,000 rounds");
+    }
+
+    /// Ticks every node until one becomes leader and the cluster settles,
+    /// at most `max_ticks` times. Returns the leader.
+    pub fn elect(&mut self, max_ticks: u64) -> Result<Option<NodeId>, Error> {
+        for _ in 0..max_ticks {
+            self.tick_all()?;
+            self.stabilize()?;
+            if let Some(leader) = self.leader() {
+                return Ok(Some(leader));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Replaces node `id` with a fresh one built from what its storage
+    /// holds: a crash and restart (synchronous mode persists everything
+    /// before acknowledging, so nothing durable is lost). Its in-flight
+    /// messages stay in the network.
+    pub fn restart(&mut self, id: NodeId) -> Result<(), Error> {
+        let storage = self.storages[&id].clone();
+        let mut config = self.configs[&id].clone();
+        config.applied = crate::types::Index::ZERO;
+        let node = RawNode::new(&config, storage)?;
+        self.nodes.insert(id, node);
+        self.applied.insert(id, Vec::new());
+        self.check_invariants();
+        Ok(())
+    }
+}
