@@ -138,7 +138,10 @@ impl Config {
             ("max_message_bytes", self.max_message_bytes),
             ("max_inflight_bytes", self.max_inflight_bytes),
             ("max_uncommitted_bytes", self.max_uncommitted_bytes),
-            ("max_committed_bytes_per_ready", self.max_committed_bytes_per_ready),
+            (
+                "max_committed_bytes_per_ready",
+                self.max_committed_bytes_per_ready,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));

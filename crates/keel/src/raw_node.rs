@@ -288,10 +288,16 @@ impl<S: Storage> RawNode<S> {
         self.raft.check_invariants()?;
         let hard_state = self.raft.hard_state();
         if hard_state.term < self.observed_term {
-            return Err(format!("term went back from {} to {}", self.observed_term, hard_state.term));
+            return Err(format!(
+                "term went back from {} to {}",
+                self.observed_term, hard_state.term
+            ));
         }
         if hard_state.commit < self.observed_commit {
-            return Err(format!("commit went back from {} to {}", self.observed_commit, hard_state.commit));
+            return Err(format!(
+                "commit went back from {} to {}",
+                self.observed_commit, hard_state.commit
+            ));
         }
         self.observed_term = hard_state.term;
         self.observed_commit = hard_state.commit;

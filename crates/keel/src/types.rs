@@ -352,7 +352,11 @@ impl ConfState {
         if let Some(id) = self.voters_outgoing.intersection(&self.learners).next() {
             return Err(ConfStateError::VoterIsLearner(*id));
         }
-        if let Some(id) = self.learners_next.iter().find(|id| !self.voters_outgoing.contains(id)) {
+        if let Some(id) = self
+            .learners_next
+            .iter()
+            .find(|id| !self.voters_outgoing.contains(id))
+        {
             return Err(ConfStateError::LearnerNextNotOutgoing(*id));
         }
         if let Some(id) = self.learners_next.intersection(&self.voters).next() {
@@ -361,9 +365,14 @@ impl ConfState {
         if self.auto_leave && !self.is_joint() {
             return Err(ConfStateError::AutoLeaveWithoutJoint);
         }
-        if [&self.voters, &self.learners, &self.voters_outgoing, &self.learners_next]
-            .iter()
-            .any(|set| set.contains(&NodeId::ZERO))
+        if [
+            &self.voters,
+            &self.learners,
+            &self.voters_outgoing,
+            &self.learners_next,
+        ]
+        .iter()
+        .any(|set| set.contains(&NodeId::ZERO))
         {
             return Err(ConfStateError::ZeroNodeId);
         }

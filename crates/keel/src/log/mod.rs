@@ -225,7 +225,12 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Entries in `[low, high)`, at least one, up to `max_bytes`.
-    pub(crate) fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, ReadEntriesError> {
+    pub(crate) fn entries(
+        &self,
+        low: Index,
+        high: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, ReadEntriesError> {
         if low >= high {
             return Ok(Vec::new());
         }
@@ -285,13 +290,21 @@ impl<S: Storage> RaftLog<S> {
 
     /// Records that entries up to `index` were handed out for applying.
     pub(crate) fn applying_to(&mut self, index: Index) {
-        assert!(index <= self.committed, "applying {index} beyond commit {}", self.committed);
+        assert!(
+            index <= self.committed,
+            "applying {index} beyond commit {}",
+            self.committed
+        );
         self.applying = self.applying.max(index);
     }
 
     /// Records that the application applied up to `index`.
     pub(crate) fn applied_to(&mut self, index: Index) {
-        assert!(index <= self.committed, "applied {index} beyond commit {}", self.committed);
+        assert!(
+            index <= self.committed,
+            "applied {index} beyond commit {}",
+            self.committed
+        );
         self.applied = self.applied.max(index);
         self.applying = self.applying.max(index);
     }

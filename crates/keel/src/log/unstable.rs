@@ -105,7 +105,11 @@ impl Unstable {
 
     /// The snapshot at `index` is durable.
     pub(crate) fn stable_snapshot_to(&mut self, index: Index) {
-        if self.snapshot.as_ref().is_some_and(|snapshot| snapshot.last.index == index) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|snapshot| snapshot.last.index == index)
+        {
             self.snapshot = None;
             self.snapshot_in_progress = false;
         }
@@ -181,17 +185,26 @@ impl Unstable {
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         for (position, entry) in self.entries.iter().enumerate() {
             if entry.index != self.offset.plus(position as u64) {
-                return Err(format!("unstable entry {} at position {position}, offset {}", entry.index, self.offset));
+                return Err(format!(
+                    "unstable entry {} at position {position}, offset {}",
+                    entry.index, self.offset
+                ));
             }
         }
         if let Some(snapshot) = &self.snapshot {
             if self.offset != snapshot.last.index.next() {
-                return Err(format!("unstable offset {} after snapshot {}", self.offset, snapshot.last));
+                return Err(format!(
+                    "unstable offset {} after snapshot {}",
+                    self.offset, snapshot.last
+                ));
             }
         }
         let end = self.offset.plus(self.entries.len() as u64);
         if self.in_progress < self.offset || self.in_progress > end {
-            return Err(format!("in_progress {} outside [{}, {}]", self.in_progress, self.offset, end));
+            return Err(format!(
+                "in_progress {} outside [{}, {}]",
+                self.in_progress, self.offset, end
+            ));
         }
         Ok(())
     }

@@ -67,7 +67,13 @@ impl<S: Storage> Raft<S> {
             },
             priority: self.config.priority,
         };
-        let voters: Vec<NodeId> = self.tracker.voters().voter_ids().into_iter().filter(|voter| *voter != id).collect();
+        let voters: Vec<NodeId> = self
+            .tracker
+            .voters()
+            .voter_ids()
+            .into_iter()
+            .filter(|voter| *voter != id)
+            .collect();
         for voter in voters {
             match vote_kind {
                 // A pre-vote promises nothing, so it may leave at once.
@@ -102,7 +108,12 @@ impl<S: Storage> Raft<S> {
 
     /// A (pre-)vote request at a term no lower than ours (Figure 2,
     /// RequestVote receiver; §5.4.1 up-to-date check).
-    pub(crate) fn handle_vote_request(&mut self, from: NodeId, term: Term, request: VoteRequest) -> Result<(), Error> {
+    pub(crate) fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        request: VoteRequest,
+    ) -> Result<(), Error> {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (request.kind == VoteKind::PreVote && term > self.term);

@@ -2,7 +2,9 @@
 //! of proposal forwarding.
 
 use crate::error::{Error, StepError};
-use crate::message::{Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, HeartbeatResponse, Message};
+use crate::message::{
+    Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, HeartbeatResponse, Message,
+};
 use crate::raft::election::Campaign;
 use crate::raft::Raft;
 use crate::storage::Storage;
@@ -77,17 +79,23 @@ impl<S: Storage> Raft<S> {
         if append.prev.index < committed {
             // Everything up to our commit index matches any leader's log
             // (Leader Completeness); tell the leader where we stand.
-            let response = AppendResponse::Accepted { last_index: committed };
+            let response = AppendResponse::Accepted {
+                last_index: committed,
+            };
             self.send_after_persist(from, self.term, Message::AppendResponse(response));
             return Ok(());
         }
-        let outcome = self.log.maybe_append(append.prev, append.commit, &append.entries)?;
+        let outcome = self
+            .log
+            .maybe_append(append.prev, append.commit, &append.entries)?;
         let response = match outcome {
             Err(reason) => return Err(StepError::Malformed { from, reason }.into()),
             Ok(Some(last_index)) => AppendResponse::Accepted { last_index },
             Ok(None) => {
                 let last = self.log.last_index()?;
-                let hint = self.log.find_conflict_by_term(append.prev.index.min(last), append.prev.term)?;
+                let hint = self
+                    .log
+                    .find_conflict_by_term(append.prev.index.min(last), append.prev.term)?;
                 AppendResponse::Rejected {
                     rejected: append.prev.index,
                     hint,

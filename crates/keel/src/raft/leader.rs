@@ -5,7 +5,9 @@ use bytes::Bytes;
 
 use crate::error::{Error, ProposalError, StepError};
 use crate::log::ReadEntriesError;
-use crate::message::{Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, Message, ProposedEntry};
+use crate::message::{
+    Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, Message, ProposedEntry,
+};
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 use crate::tracker::ProgressState;
@@ -28,7 +30,10 @@ impl<S: Storage> Raft<S> {
                     return Err(ProposalError::NotMember.into());
                 }
                 let proposed_bytes: u64 = entries.clone().map(|(_, data)| data.len() as u64).sum();
-                if !self.uncommitted.fits(proposed_bytes, self.config.max_uncommitted_bytes) {
+                if !self
+                    .uncommitted
+                    .fits(proposed_bytes, self.config.max_uncommitted_bytes)
+                {
                     return Err(ProposalError::UncommittedLimit {
                         uncommitted_bytes: self.uncommitted.bytes(),
                         proposed_bytes,
@@ -54,7 +59,10 @@ impl<S: Storage> Raft<S> {
 
     /// Appends entries of the current term to the leader's log; followers
     /// hear of them when the next `Ready` is built.
-    pub(crate) fn append_entries(&mut self, entries: impl Iterator<Item = (EntryKind, Bytes)>) -> Result<(), Error> {
+    pub(crate) fn append_entries(
+        &mut self,
+        entries: impl Iterator<Item = (EntryKind, Bytes)>,
+    ) -> Result<(), Error> {
         debug_assert_eq!(self.role, Role::Leader);
         let mut index = self.log.last_index()?;
         let mut bytes = 0u64;
@@ -81,7 +89,10 @@ impl<S: Storage> Raft<S> {
         let committed = self.log.committed();
         let followers: Vec<NodeId> = self.tracker.member_ids().filter(|id| *id != self.id).collect();
         for id in followers {
-            let commit_news = self.tracker.progress(id).is_some_and(|progress| progress.sent_commit() < committed);
+            let commit_news = self
+                .tracker
+                .progress(id)
+                .is_some_and(|progress| progress.sent_commit() < committed);
             self.send_appends(id, commit_news)?;
         }
         Ok(())
@@ -266,7 +277,10 @@ impl<S: Storage> Raft<S> {
                     }
                     .into());
                 }
-                let progress = self.tracker.progress_mut(from).expect("membership checked by caller");
+                let progress = self
+                    .tracker
+                    .progress_mut(from)
+                    .expect("membership checked by caller");
                 progress.set_recent_active(true);
                 if progress.maybe_update(last_index) {
                     match progress.state() {
@@ -290,7 +304,10 @@ impl<S: Storage> Raft<S> {
                 } else {
                     hint.index
                 };
-                let progress = self.tracker.progress_mut(from).expect("membership checked by caller");
+                let progress = self
+                    .tracker
+                    .progress_mut(from)
+                    .expect("membership checked by caller");
                 progress.set_recent_active(true);
                 if progress.maybe_decrease_to(rejected, next_probe) {
                     if progress.state() == ProgressState::Replicate {
@@ -305,7 +322,10 @@ impl<S: Storage> Raft<S> {
 
     fn handle_heartbeat_response(&mut self, from: NodeId) -> Result<(), Error> {
         let last = self.log.last_index()?;
-        let progress = self.tracker.progress_mut(from).expect("membership checked by caller");
+        let progress = self
+            .tracker
+            .progress_mut(from)
+            .expect("membership checked by caller");
         progress.set_recent_active(true);
         match progress.state() {
             // The follower is alive: probe again.
@@ -318,7 +338,10 @@ impl<S: Storage> Raft<S> {
             _ => {}
         }
         if progress.matched() < last {
-            self.send_appends(from, false)?;
+            // Even with nothing new to send, an empty append makes a
+            // follower whose appends were all lost answer with a rejection,
+            // which resets its progress; otherwise it would wait forever.
+            self.send_appends(from, true)?;
         }
         Ok(())
     }

@@ -212,7 +212,8 @@ impl<S: Storage> Raft<S> {
     }
 
     fn send_after_persist(&mut self, to: NodeId, term: Term, message: Message) {
-        self.messages_after_persist.push(Envelope::new(self.id, to, term, message));
+        self.messages_after_persist
+            .push(Envelope::new(self.id, to, term, message));
     }
 
     // ----- the one step --------------------------------------------------------
@@ -295,7 +296,10 @@ impl<S: Storage> Raft<S> {
                 // healed, keep ignoring the higher term it never hears (with
                 // check-quorum or pre-vote the others do not campaign against
                 // it with higher terms).
-                self.send(envelope.from, Message::HeartbeatResponse(HeartbeatResponse { read_round: None }));
+                self.send(
+                    envelope.from,
+                    Message::HeartbeatResponse(HeartbeatResponse { read_round: None }),
+                );
             }
             Message::Vote(request) if request.kind == VoteKind::PreVote => {
                 let response = VoteResponse {
@@ -349,7 +353,8 @@ impl<S: Storage> Raft<S> {
 
     fn reset_randomized_election_timeout(&mut self) {
         let span = self.config.election_timeout_ticks_max - self.config.election_timeout_ticks_min;
-        self.randomized_election_timeout_ticks = self.config.election_timeout_ticks_min + self.rng.next_u64() % span;
+        self.randomized_election_timeout_ticks =
+            self.config.election_timeout_ticks_min + self.rng.next_u64() % span;
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -394,7 +399,10 @@ impl<S: Storage> Raft<S> {
         self.pending_conf_index = self.log.last_index()?;
         // An empty entry of the new term lets the leader commit everything
         // before it (§5.4.2) and learn the commit index (§8).
-        self.append_entries(std::iter::once((crate::types::EntryKind::Normal, bytes::Bytes::new())))?;
+        self.append_entries(std::iter::once((
+            crate::types::EntryKind::Normal,
+            bytes::Bytes::new(),
+        )))?;
         Ok(())
     }
 
@@ -416,7 +424,10 @@ impl<S: Storage> Raft<S> {
         if self.role == Role::Leader {
             if let Some(persisted) = self.log.persisted_index() {
                 let id = self.id;
-                let updated = self.tracker.progress_mut(id).is_some_and(|progress| progress.maybe_update(persisted));
+                let updated = self
+                    .tracker
+                    .progress_mut(id)
+                    .is_some_and(|progress| progress.maybe_update(persisted));
                 if updated {
                     self.maybe_commit()?;
                 }
@@ -438,7 +449,9 @@ impl<S: Storage> Raft<S> {
             return Err(format!("candidate voted for {:?}", self.vote));
         }
         let timeout = self.randomized_election_timeout_ticks;
-        if timeout < self.config.election_timeout_ticks_min || timeout >= self.config.election_timeout_ticks_max {
+        if timeout < self.config.election_timeout_ticks_min
+            || timeout >= self.config.election_timeout_ticks_max
+        {
             return Err(format!("randomized election timeout {timeout} out of range"));
         }
         if self.role == Role::Leader {

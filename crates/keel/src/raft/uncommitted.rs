@@ -53,7 +53,10 @@ impl Uncommitted {
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         let sum: u64 = self.batches.iter().map(|(_, bytes)| bytes).sum();
         if sum != self.bytes {
-            return Err(format!("uncommitted bytes {} != sum of batches {sum}", self.bytes));
+            return Err(format!(
+                "uncommitted bytes {} != sum of batches {sum}",
+                self.bytes
+            ));
         }
         Ok(())
     }

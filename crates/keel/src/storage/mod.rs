@@ -73,7 +73,7 @@ pub trait Storage {
 /// Write access to a log store: what a runtime does with a
 /// [`Ready`](crate::Ready). Each call is durable when it returns `Ok`.
 ///
-/// The storage conformance suite ([`testing`](crate::testing), feature
+/// The storage conformance suite (`keel::testing`, feature
 /// `test-support`) checks that an implementation behaves like [`MemStorage`].
 pub trait StorageWrite: Storage {
     /// Appends `entries`, which must be contiguous. Existing entries at and

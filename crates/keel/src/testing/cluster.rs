@@ -1,7 +1,7 @@
 //! An in-process cluster of [`RawNode`]s over [`MemStorage`], with a
 //! hand-driven network: the harness behind scenario tests and examples.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -9,7 +9,7 @@ use crate::message::Envelope;
 use crate::raw_node::RawNode;
 use crate::ready::Ready;
 use crate::storage::{MemStorage, StorageWrite};
-use crate::types::{ConfState, Entry, NodeId};
+use crate::types::{ConfState, Entry, Index, NodeId};
 
 /// How to build a [`Cluster`].
 #[derive(Clone, Debug)]
@@ -60,6 +60,36 @@ pub struct Cluster {
     applied: BTreeMap<NodeId, Vec<Entry>>,
     /// Messages dropped because of cut links.
     dropped_count: u64,
+    /// `Ready`s handed out by [`Cluster::process_ready_async`] whose writes
+    /// are not durable yet, oldest first.
+    unpersisted: BTreeMap<NodeId, VecDeque<Ready>>,
+    /// Committed entries handed out by [`Cluster::process_ready_async`] and
+    /// not applied yet, one batch per `Ready`, oldest first.
+    unapplied: BTreeMap<NodeId, VecDeque<ApplyBatch>>,
+}
+
+/// What became of one message handed to [`Cluster::deliver_traced`].
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// The recipient stepped it.
+    Delivered,
+    /// The link from sender to recipient is cut.
+    Cut,
+    /// There is no node with the recipient's id.
+    NoRecipient,
+    /// The recipient refused it (a [`StepError`](crate::StepError) or a
+    /// refused forwarded proposal); the node is unchanged.
+    Refused(Error),
+}
+
+/// Committed entries handed out for applying by one `Ready`, and the index
+/// to report to [`RawNode::on_applied`] once they are applied.
+#[derive(Clone, Debug)]
+pub struct ApplyBatch {
+    /// The committed entries, in order.
+    pub entries: Vec<Entry>,
+    /// The index to report applied: the last entry's (or the snapshot's).
+    pub applied_index: Index,
 }
 
 impl Cluster {
@@ -74,11 +104,17 @@ impl Cluster {
             cut: BTreeSet::new(),
             applied: BTreeMap::new(),
             dropped_count: 0,
+            unpersisted: BTreeMap::new(),
+            unapplied: BTreeMap::new(),
         };
         for id in &options.voters {
             let mut config = options.config.clone();
             config.id = *id;
-            config.rng_seed = options.config.rng_seed.wrapping_mul(1_000_003).wrapping_add(id.get());
+            config.rng_seed = options
+                .config
+                .rng_seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(id.get());
             let storage = MemStorage::new_with_conf_state(conf_state.clone());
             cluster.add_node(config, storage)?;
         }
@@ -233,13 +269,21 @@ impl Cluster {
     /// Handles node `id`'s `Ready` synchronously: persist, send, apply,
     /// advance. Returns the `Ready` (with its contents) for inspection, or
     /// `None` if there was nothing to do.
+    ///
+    /// `Ready`s handed out earlier by [`Cluster::process_ready_async`] are
+    /// persisted and applied first, so writes reach storage in order.
     pub fn process_ready(&mut self, id: NodeId) -> Result<Option<Ready>, Error> {
+        while self.persist_next(id)?.is_some() {}
+        while self.apply_next(id)?.is_some() {}
         let node = self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id}"));
         if !node.has_ready() {
             return Ok(None);
         }
         let ready = node.ready()?;
-        let storage = self.storages.get_mut(&id).unwrap_or_else(|| panic!("no storage {id}"));
+        let storage = self
+            .storages
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no storage {id}"));
         self.network.extend(ready.messages().iter().cloned());
         if let Some(snapshot) = ready.snapshot() {
             storage.apply_snapshot(snapshot.clone())?;
@@ -285,18 +329,145 @@ impl Cluster {
     /// exist. Refusals by the recipient (`StepError`) are swallowed, as a
     /// runtime would log and drop them; fatal errors are returned.
     pub fn deliver(&mut self, envelope: Envelope) -> Result<bool, Error> {
-        if self.cut.contains(&(envelope.from, envelope.to)) || !self.nodes.contains_key(&envelope.to) {
+        match self.deliver_traced(envelope)? {
+            Delivery::Delivered | Delivery::Refused(_) => Ok(true),
+            Delivery::Cut | Delivery::NoRecipient => Ok(false),
+        }
+    }
+
+    /// Like [`Cluster::deliver`], but says what became of the message:
+    /// delivered, dropped (cut link, no such node) or refused by the
+    /// recipient. Fatal errors are returned.
+    pub fn deliver_traced(&mut self, envelope: Envelope) -> Result<Delivery, Error> {
+        if !self.nodes.contains_key(&envelope.to) {
             self.dropped_count += 1;
-            return Ok(false);
+            return Ok(Delivery::NoRecipient);
+        }
+        if self.is_cut(envelope.from, envelope.to) {
+            self.dropped_count += 1;
+            return Ok(Delivery::Cut);
         }
         let to = envelope.to;
         let result = self.node_mut(to).step(envelope);
         self.check_invariants();
         match result {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(Delivery::Delivered),
             Err(error) if error.is_fatal() => Err(error),
-            Err(_) => Ok(true),
+            Err(error) => Ok(Delivery::Refused(error)),
         }
+    }
+
+    /// Whether the link from `from` to `to` is cut.
+    pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.cut.contains(&(from, to))
+    }
+
+    /// The config node `id` was started with.
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn config(&self, id: NodeId) -> &Config {
+        self.configs.get(&id).unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// The storage of node `id`: what is durable.
+    ///
+    /// # Panics
+    /// If there is no such node.
+    pub fn storage(&self, id: NodeId) -> &MemStorage {
+        self.storages
+            .get(&id)
+            .unwrap_or_else(|| panic!("no storage {id}"))
+    }
+
+    /// Hands out node `id`'s `Ready` as a runtime with asynchronous storage
+    /// writes does: its [`messages`](Ready::messages) go into the network at
+    /// once, while its writes (and the
+    /// [`persisted_messages`](Ready::persisted_messages) waiting on them) and
+    /// its committed entries are queued until [`Cluster::persist_next`] and
+    /// [`Cluster::apply_next`]. Returns the `Ready`, or `None` if there was
+    /// nothing to do.
+    ///
+    /// Meant for nodes configured with
+    /// [`Config::async_storage_writes`]; on a synchronous node committed
+    /// entries may be handed out before they are durable locally.
+    pub fn process_ready_async(&mut self, id: NodeId) -> Result<Option<Ready>, Error> {
+        let node = self.nodes.get_mut(&id).unwrap_or_else(|| panic!("no node {id}"));
+        if !node.has_ready() {
+            return Ok(None);
+        }
+        let ready = node.ready()?;
+        self.network.extend(ready.messages().iter().cloned());
+        let applied_index = ready.last_committed_index().max(ready.persist_marker().snapshot);
+        if let Some(applied_index) = applied_index {
+            self.unapplied.entry(id).or_default().push_back(ApplyBatch {
+                entries: ready.committed_entries().to_vec(),
+                applied_index,
+            });
+        }
+        let has_writes = ready.snapshot().is_some()
+            || !ready.entries().is_empty()
+            || ready.hard_state().is_some()
+            || !ready.persisted_messages().is_empty();
+        if has_writes {
+            self.unpersisted.entry(id).or_default().push_back(ready.clone());
+        }
+        self.check_invariants();
+        Ok(Some(ready))
+    }
+
+    /// Makes the oldest `Ready` handed out by
+    /// [`Cluster::process_ready_async`] on `id` durable: writes its snapshot,
+    /// entries and hard state to storage, reports it through
+    /// [`RawNode::on_persisted`], and only then releases its
+    /// [`persisted_messages`](Ready::persisted_messages) into the network.
+    /// Returns that `Ready`, or `None` if nothing was waiting.
+    pub fn persist_next(&mut self, id: NodeId) -> Result<Option<Ready>, Error> {
+        let Some(ready) = self.unpersisted.get_mut(&id).and_then(VecDeque::pop_front) else {
+            return Ok(None);
+        };
+        let storage = self
+            .storages
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no storage {id}"));
+        if let Some(snapshot) = ready.snapshot() {
+            storage.apply_snapshot(snapshot.clone())?;
+        }
+        storage.append(ready.entries())?;
+        if let Some(hard_state) = ready.hard_state() {
+            storage.set_hard_state(hard_state)?;
+        }
+        self.node_mut(id).on_persisted(ready.persist_marker())?;
+        self.network.extend(ready.persisted_messages().iter().cloned());
+        self.check_invariants();
+        Ok(Some(ready))
+    }
+
+    /// Applies the oldest batch of committed entries handed out by
+    /// [`Cluster::process_ready_async`] on `id` and reports it through
+    /// [`RawNode::on_applied`]. Returns the batch, or `None` if nothing was
+    /// waiting.
+    pub fn apply_next(&mut self, id: NodeId) -> Result<Option<ApplyBatch>, Error> {
+        let Some(batch) = self.unapplied.get_mut(&id).and_then(VecDeque::pop_front) else {
+            return Ok(None);
+        };
+        self.applied
+            .entry(id)
+            .or_default()
+            .extend(batch.entries.iter().cloned());
+        self.node_mut(id).on_applied(batch.applied_index)?;
+        self.check_invariants();
+        Ok(Some(batch))
+    }
+
+    /// How many `Ready`s of `id` wait for [`Cluster::persist_next`].
+    pub fn unpersisted_count(&self, id: NodeId) -> usize {
+        self.unpersisted.get(&id).map_or(0, VecDeque::len)
+    }
+
+    /// How many batches of `id` wait for [`Cluster::apply_next`].
+    pub fn unapplied_count(&self, id: NodeId) -> usize {
+        self.unapplied.get(&id).map_or(0, VecDeque::len)
     }
 
     /// Processes readies and delivers messages until nothing moves.
@@ -330,8 +501,11 @@ impl Cluster {
     /// Replaces node `id` with a fresh one built from what its storage
     /// holds: a crash and restart (synchronous mode persists everything
     /// before acknowledging, so nothing durable is lost). Its in-flight
-    /// messages stay in the network.
+    /// messages stay in the network. Writes and applies still queued by
+    /// [`Cluster::process_ready_async`] are lost, as in a crash.
     pub fn restart(&mut self, id: NodeId) -> Result<(), Error> {
+        self.unpersisted.remove(&id);
+        self.unapplied.remove(&id);
         let storage = self.storages[&id].clone();
         let mut config = self.configs[&id].clone();
         config.applied = crate::types::Index::ZERO;

@@ -28,12 +28,15 @@ pub fn entries(term: u64, first: u64, last: u64) -> Vec<Entry> {
     (first..=last).map(|index| entry(term, index)).collect()
 }
 
+/// A named conformance case.
+type Case<S> = (&'static str, fn(&mut S));
+
 /// Runs every conformance case, each on a fresh store from `new_storage`.
 ///
 /// # Panics
 /// On the first case the store fails, with the case's name.
 pub fn run_storage_conformance<S: StorageWrite>(mut new_storage: impl FnMut() -> S) {
-    let cases: [(&str, fn(&mut S)); 10] = [
+    let cases: [Case<S>; 10] = [
         ("empty store", case_empty),
         ("append and read back", case_append_and_read),
         ("entries byte limit", case_entries_byte_limit),
@@ -63,8 +66,14 @@ fn case_empty<S: StorageWrite>(storage: &mut S) {
     assert_eq!(storage.first_index().unwrap(), Index::new(1));
     assert_eq!(storage.last_index().unwrap(), Index::ZERO);
     assert_eq!(storage.term(Index::ZERO).unwrap(), Term::ZERO);
-    assert!(matches!(storage.term(Index::new(1)), Err(StorageError::Unavailable(_))));
-    assert!(storage.entries(Index::new(1), Index::new(1), u64::MAX).unwrap().is_empty());
+    assert!(matches!(
+        storage.term(Index::new(1)),
+        Err(StorageError::Unavailable(_))
+    ));
+    assert!(storage
+        .entries(Index::new(1), Index::new(1), u64::MAX)
+        .unwrap()
+        .is_empty());
     assert!(storage.initial_state().unwrap().hard_state.is_empty());
 }
 
@@ -73,14 +82,23 @@ fn case_append_and_read<S: StorageWrite>(storage: &mut S) {
     storage.append(&written).unwrap();
     assert_eq!(storage.first_index().unwrap(), Index::new(1));
     assert_eq!(storage.last_index().unwrap(), Index::new(10));
-    assert_eq!(storage.entries(Index::new(1), Index::new(11), u64::MAX).unwrap(), written);
-    assert_eq!(storage.entries(Index::new(4), Index::new(7), u64::MAX).unwrap(), written[3..6]);
+    assert_eq!(
+        storage.entries(Index::new(1), Index::new(11), u64::MAX).unwrap(),
+        written
+    );
+    assert_eq!(
+        storage.entries(Index::new(4), Index::new(7), u64::MAX).unwrap(),
+        written[3..6]
+    );
     assert_eq!(storage.term(Index::new(10)).unwrap(), Term::new(1));
     assert!(matches!(
         storage.entries(Index::new(5), Index::new(12), u64::MAX),
         Err(StorageError::Unavailable(_))
     ));
-    assert!(matches!(storage.term(Index::new(11)), Err(StorageError::Unavailable(_))));
+    assert!(matches!(
+        storage.term(Index::new(11)),
+        Err(StorageError::Unavailable(_))
+    ));
 }
 
 fn case_entries_byte_limit<S: StorageWrite>(storage: &mut S) {
@@ -88,10 +106,25 @@ fn case_entries_byte_limit<S: StorageWrite>(storage: &mut S) {
     storage.append(&written).unwrap();
     let one = written[0].size_bytes();
     // A limit below one entry still yields one entry, so progress is possible.
-    assert_eq!(storage.entries(Index::new(1), Index::new(11), 0).unwrap().len(), 1);
+    assert_eq!(
+        storage.entries(Index::new(1), Index::new(11), 0).unwrap().len(),
+        1
+    );
     let three = written[..3].iter().map(Entry::size_bytes).sum::<u64>();
-    assert_eq!(storage.entries(Index::new(1), Index::new(11), three).unwrap().len(), 3);
-    assert_eq!(storage.entries(Index::new(1), Index::new(11), three + one - 1).unwrap().len(), 3);
+    assert_eq!(
+        storage
+            .entries(Index::new(1), Index::new(11), three)
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        storage
+            .entries(Index::new(1), Index::new(11), three + one - 1)
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 fn case_truncate_suffix<S: StorageWrite>(storage: &mut S) {
@@ -110,7 +143,10 @@ fn case_append_gap<S: StorageWrite>(storage: &mut S) {
     storage.append(&entries(1, 1, 3)).unwrap();
     assert!(storage.append(&entries(1, 5, 6)).is_err());
     assert_eq!(storage.last_index().unwrap(), Index::new(3));
-    assert_eq!(storage.entries(Index::new(1), Index::new(4), u64::MAX).unwrap(), entries(1, 1, 3));
+    assert_eq!(
+        storage.entries(Index::new(1), Index::new(4), u64::MAX).unwrap(),
+        entries(1, 1, 3)
+    );
 }
 
 fn case_compact<S: StorageWrite>(storage: &mut S) {
@@ -120,12 +156,18 @@ fn case_compact<S: StorageWrite>(storage: &mut S) {
     assert_eq!(storage.first_index().unwrap(), Index::new(7));
     assert_eq!(storage.last_index().unwrap(), Index::new(10));
     assert_eq!(storage.term(Index::new(6)).unwrap(), Term::new(2));
-    assert!(matches!(storage.term(Index::new(5)), Err(StorageError::Compacted(_))));
+    assert!(matches!(
+        storage.term(Index::new(5)),
+        Err(StorageError::Compacted(_))
+    ));
     assert!(matches!(
         storage.entries(Index::new(6), Index::new(8), u64::MAX),
         Err(StorageError::Compacted(_))
     ));
-    assert_eq!(storage.entries(Index::new(7), Index::new(11), u64::MAX).unwrap(), entries(2, 7, 10));
+    assert_eq!(
+        storage.entries(Index::new(7), Index::new(11), u64::MAX).unwrap(),
+        entries(2, 7, 10)
+    );
     // Compacting again below the head is a no-op; past the end is an error.
     storage.compact(Index::new(3)).unwrap();
     assert_eq!(storage.first_index().unwrap(), Index::new(7));
@@ -147,8 +189,14 @@ fn case_apply_snapshot<S: StorageWrite>(storage: &mut S) {
     assert_eq!(storage.first_index().unwrap(), Index::new(21));
     assert_eq!(storage.last_index().unwrap(), Index::new(20));
     assert_eq!(storage.term(Index::new(20)).unwrap(), Term::new(3));
-    assert!(matches!(storage.term(Index::new(5)), Err(StorageError::Compacted(_))));
-    assert_eq!(storage.snapshot(Index::new(21), NodeId::new(2)).unwrap(), metadata);
+    assert!(matches!(
+        storage.term(Index::new(5)),
+        Err(StorageError::Compacted(_))
+    ));
+    assert_eq!(
+        storage.snapshot(Index::new(21), NodeId::new(2)).unwrap(),
+        metadata
+    );
     assert_eq!(storage.initial_state().unwrap().conf_state, metadata.conf_state);
     // An older snapshot is refused and changes nothing.
     assert!(storage.apply_snapshot(snapshot_metadata(2, 10)).is_err());
@@ -161,7 +209,10 @@ fn case_append_after_snapshot<S: StorageWrite>(storage: &mut S) {
     storage.append(&entries(3, 18, 25)).unwrap();
     assert_eq!(storage.first_index().unwrap(), Index::new(21));
     assert_eq!(storage.last_index().unwrap(), Index::new(25));
-    assert_eq!(storage.entries(Index::new(21), Index::new(26), u64::MAX).unwrap(), entries(3, 21, 25));
+    assert_eq!(
+        storage.entries(Index::new(21), Index::new(26), u64::MAX).unwrap(),
+        entries(3, 21, 25)
+    );
 }
 
 fn case_state_round_trip<S: StorageWrite>(storage: &mut S) {

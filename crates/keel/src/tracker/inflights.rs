@@ -109,7 +109,11 @@ impl Inflights {
             return Err(format!("inflight bytes {} != sum {}", self.bytes, sum));
         }
         if self.messages.len() > self.max_messages {
-            return Err(format!("{} inflight messages > max {}", self.messages.len(), self.max_messages));
+            return Err(format!(
+                "{} inflight messages > max {}",
+                self.messages.len(),
+                self.max_messages
+            ));
         }
         let ordered = self
             .messages

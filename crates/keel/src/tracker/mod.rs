@@ -94,7 +94,9 @@ impl ProgressTracker {
     }
 
     fn position(&self, id: NodeId) -> Option<usize> {
-        self.progress.binary_search_by_key(&id, |(member, _)| *member).ok()
+        self.progress
+            .binary_search_by_key(&id, |(member, _)| *member)
+            .ok()
     }
 
     pub(crate) fn progress(&self, id: NodeId) -> Option<&Progress> {

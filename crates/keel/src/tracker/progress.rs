@@ -55,7 +55,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(next: Index, max_inflight_messages: usize, max_inflight_bytes: u64, is_learner: bool) -> Self {
+    pub(crate) fn new(
+        next: Index,
+        max_inflight_messages: usize,
+        max_inflight_bytes: u64,
+        is_learner: bool,
+    ) -> Self {
         assert!(next > Index::ZERO, "next index starts at 1");
         Progress {
             matched: Index::ZERO,
@@ -147,7 +152,9 @@ impl Progress {
     }
 
     pub(crate) fn become_snapshot(&mut self, snapshot_index: Index) {
-        self.reset_state(ProgressState::Snapshot { index: snapshot_index });
+        self.reset_state(ProgressState::Snapshot {
+            index: snapshot_index,
+        });
     }
 
     /// Records that entries up to `last_index` were sent in a message of
@@ -216,7 +223,11 @@ impl Progress {
             return Err(format!("progress match {} >= next {}", self.matched, self.next));
         }
         if self.state != ProgressState::Replicate && self.inflights.count() != 0 {
-            return Err(format!("{} inflights in state {}", self.inflights.count(), self.state));
+            return Err(format!(
+                "{} inflights in state {}",
+                self.inflights.count(),
+                self.state
+            ));
         }
         self.inflights.check_invariants()
     }
