@@ -1,0 +1,1107 @@
+//! Data-driven scenario tests: each file under `tests/scenarios/` scripts a
+//! cluster of [`keel::testing::Cluster`] nodes and holds the expected output
+//! of every command. Goal: show the protocol's message flow for the
+//! situations the Raft paper and Ongaro's thesis discuss, in a form a
+//! reviewer can read, and fail when the core's behaviour changes.
+//!
+//! # File format
+//!
+//! ```text
+//! # Comments start with '#'. The header says what the file checks and
+//! # cites the paper section. A header line `# BUG: ...` skips the file.
+//! add-nodes 3 pre-vote=false
+//! ----
+//! n1: follower term=0 ...
+//!
+//! campaign 1
+//! ----
+//! ...
+//! ```
+//!
+//! A command is one line; `----` follows it, then the expected output up to
+//! the next blank line. Output never contains blank lines.
+//!
+//! Set `KEEL_REWRITE=1` to rewrite the files with the actual output (then
+//! review the diff like code). Set `KEEL_RUN_BUGS=1` to run files marked
+//! `# BUG:` too.
+//!
+//! # Commands
+//!
+//! - `add-nodes N [pre-vote=B] [check-quorum=B] [max-inflight=N]
+//!   [max-inflight-bytes=N] [max-uncommitted-bytes=N] [max-message-bytes=N]
+//!   [forward=B] [async=B] [election-min=N] [election-max=N] [heartbeat=N]
+//!   [seed=N]`: starts a cluster of voters `1..=N`.
+//! - `campaign ID`: the node starts an election (pre-vote first if enabled).
+//! - `propose ID DATA [bytes=N]`: proposes DATA (repeated to N bytes); prints
+//!   `ok` or the error.
+//! - `tick ID|all [N]`: ticks N times (default 1); prints role changes.
+//! - `deliver-msgs [from=ID] [to=ID] [type=KIND] [count=N] [drop=true]
+//!   [reverse=true]`: delivers (or drops) the matching messages in the
+//!   network, in send order (or reversed); prints each and what it changed.
+//! - `dup-msgs [filters]`: appends a copy of each matching message.
+//! - `stash-msgs [filters]` / `unstash-msgs`: holds messages aside (to deliver
+//!   them late, after the cluster moved on) and puts them back at the end of
+//!   the network.
+//! - `msgs`: lists the network.
+//! - `process-ready ID|all`: handles the nodes' `Ready`s and prints them. On
+//!   a node with `async=true`, only hands the `Ready` out: its messages are
+//!   sent, its writes and committed entries wait for `persist` and `apply`.
+//! - `persist ID [count=N]`: (async) makes the oldest handed-out writes
+//!   durable, then releases the messages that waited for them.
+//! - `apply ID [count=N]`: (async) applies handed-out committed entries.
+//! - `stabilize`: process-ready (plus persist and apply on async nodes) and
+//!   deliver until nothing moves, printing everything.
+//! - `partition 1,2 3`, `isolate ID`, `cut FROM TO`, `heal`.
+//! - `raft-log ID`: the entries in the node's storage.
+//! - `status ID|all`: role, term, leader, commit, applied; peers if leader.
+//! - `restart ID`: crash and restart from storage.
+//!
+//! Every node's invariants are checked after every step and every command.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use keel::testing::{Cluster, ClusterOptions, Delivery};
+use keel::{AppendResponse, Config, Entry, EntryKind, Envelope, Message, NodeId, Ready, Role, Status, VoteKind};
+
+// ----- the list of scenario files: one test each --------------------------------
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                run_file(stringify!($name));
+            }
+        )*
+
+        const SCENARIO_NAMES: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+scenarios!(
+    election_basic,
+    election_five_nodes,
+    split_vote,
+    pre_vote_partitioned_node,
+    check_quorum_step_down,
+    check_quorum_two_nodes,
+    log_conflict_repair,
+    fast_backoff_hint,
+    flow_control_inflight_messages,
+    flow_control_inflight_bytes,
+    uncommitted_size_cap,
+    proposal_forwarding,
+    async_storage_writes,
+    vote_up_to_date_log,
+    commit_current_term_only,
+    heartbeat_commit,
+    restart_recovery,
+    stale_term_messages,
+    duplicate_reordered_appends,
+    message_batching,
+);
+
+/// Every `.txt` file in the directory has a test above, so none is silently
+/// left out.
+#[test]
+fn every_scenario_file_is_listed() {
+    let mut unlisted = Vec::new();
+    for entry in std::fs::read_dir(scenario_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "txt") {
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if !SCENARIO_NAMES.contains(&stem.as_str()) {
+                unlisted.push(stem);
+            }
+        }
+    }
+    assert!(unlisted.is_empty(), "scenario files without a test: {unlisted:?}");
+}
+
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("scenarios")
+}
+
+// ----- parsing ------------------------------------------------------------------------
+
+/// One command of a scenario file and the output expected of it.
+struct Block {
+    /// Comment and blank lines before the command, verbatim.
+    preamble: Vec<String>,
+    /// 1-based line number of the command.
+    line: usize,
+    command: String,
+    expected: String,
+}
+
+struct ScenarioFile {
+    blocks: Vec<Block>,
+    /// Lines after the last block.
+    trailer: Vec<String>,
+}
+
+fn parse_file(path: &Path, text: &str) -> ScenarioFile {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut blocks = Vec::new();
+    let mut preamble = Vec::new();
+    let mut position = 0;
+    while position < lines.len() {
+        let line = lines[position];
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            preamble.push(line.to_string());
+            position += 1;
+            continue;
+        }
+        let command_line = position + 1;
+        let separator = lines.get(position + 1).copied();
+        assert_eq!(
+            separator,
+            Some("----"),
+            "{}:{}: command `{line}` must be followed by a `----` line",
+            path.display(),
+            command_line
+        );
+        position += 2;
+        let mut expected = Vec::new();
+        while position < lines.len() && !lines[position].trim().is_empty() {
+            expected.push(lines[position]);
+            position += 1;
+        }
+        blocks.push(Block {
+            preamble: std::mem::take(&mut preamble),
+            line: command_line,
+            command: line.to_string(),
+            expected: expected.join("\n"),
+        });
+    }
+    ScenarioFile {
+        blocks,
+        trailer: preamble,
+    }
+}
+
+/// A command split into its name, positional arguments and `key=value`
+/// options.
+struct Command {
+    name: String,
+    positional: Vec<String>,
+    options: BTreeMap<String, String>,
+}
+
+impl Command {
+    fn parse(line: &str) -> Command {
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        let mut positional = Vec::new();
+        let mut options = BTreeMap::new();
+        for word in words {
+            match word.split_once('=') {
+                Some((key, value)) => {
+                    options.insert(key.to_string(), value.to_string());
+                }
+                None => positional.push(word.to_string()),
+            }
+        }
+        Command {
+            name,
+            positional,
+            options,
+        }
+    }
+
+    fn option<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+        match self.options.get(key) {
+            None => Ok(None),
+            Some(value) => value
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("option {key}={value} is not valid")),
+        }
+    }
+
+    fn positional(&self, position: usize, what: &str) -> Result<&str, String> {
+        self.positional
+            .get(position)
+            .map(String::as_str)
+            .ok_or_else(|| format!("{} needs {what}", self.name))
+    }
+
+    /// Fails on options the command does not know, so typos do not pass
+    /// silently.
+    fn allow_options(&self, known: &[&str]) -> Result<(), String> {
+        match self.options.keys().find(|key| !known.contains(&key.as_str())) {
+            Some(key) => Err(format!("{} does not take option {key}", self.name)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_id(text: &str) -> Result<NodeId, String> {
+    text.parse::<u64>()
+        .map(NodeId::new)
+        .map_err(|_| format!("`{text}` is not a node id"))
+}
+
+// ----- running a file ----------------------------------------------------------------
+
+fn run_file(name: &str) {
+    let path = scenario_dir().join(format!("{name}.txt"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let header_bug = text
+        .lines()
+        .take_while(|line| line.trim().is_empty() || line.starts_with('#'))
+        .find(|line| line.starts_with("# BUG:"));
+    if let Some(bug) = header_bug {
+        if std::env::var_os("KEEL_RUN_BUGS").is_none() {
+            eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+            eprintln!("!!! SKIPPED {}: {}", path.display(), bug);
+            eprintln!("!!! (set KEEL_RUN_BUGS=1 to run it)");
+            eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+            return;
+        }
+    }
+    let file = parse_file(&path, &text);
+    let rewrite = std::env::var_os("KEEL_REWRITE").is_some();
+    let mut runner = Runner::default();
+    let mut failures = Vec::new();
+    let mut actual_outputs = Vec::new();
+    for block in &file.blocks {
+        let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(&block.command)));
+        let actual = match outcome {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => panic!(
+                "{}:{}: `{}` is not a valid command: {error}",
+                path.display(),
+                block.line,
+                block.command
+            ),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "{}:{}: `{}` panicked (an invariant or a core assertion): {message}",
+                    path.display(),
+                    block.line,
+                    block.command
+                );
+            }
+        };
+        assert!(
+            !actual.lines().any(|line| line.trim().is_empty()),
+            "{}:{}: output of `{}` has a blank line",
+            path.display(),
+            block.line,
+            block.command
+        );
+        if actual != block.expected {
+            failures.push(format!(
+                "{}:{}: `{}`\n--- expected\n{}\n+++ actual\n{}\n",
+                path.display(),
+                block.line,
+                block.command,
+                block.expected,
+                actual
+            ));
+        }
+        actual_outputs.push(actual);
+    }
+    if rewrite {
+        let mut out = String::new();
+        for (block, actual) in file.blocks.iter().zip(&actual_outputs) {
+            for line in &block.preamble {
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str(&block.command);
+            out.push_str("\n----\n");
+            if !actual.is_empty() {
+                out.push_str(actual);
+                out.push('\n');
+            }
+        }
+        for line in &file.trailer {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if out != text {
+            std::fs::write(&path, out).unwrap();
+            eprintln!("rewrote {}", path.display());
+        }
+        return;
+    }
+    if let Some(first) = failures.first() {
+        let others: Vec<_> = failures.iter().skip(1).map(|failure| failure.lines().next().unwrap()).collect();
+        panic!(
+            "scenario {} differs from its expected output (KEEL_REWRITE=1 rewrites it):\n{first}\n{} later command(s) differ too{}{}",
+            path.display(),
+            others.len(),
+            if others.is_empty() { "" } else { ":\n  " },
+            others.join("\n  ")
+        );
+    }
+}
+
+// ----- the runner ----------------------------------------------------------------------
+
+#[derive(Default)]
+struct Runner {
+    cluster: Option<Cluster>,
+    /// Messages held aside by `stash-msgs`.
+    stash: Vec<Envelope>,
+}
+
+type CommandResult = Result<String, String>;
+
+impl Runner {
+    fn cluster(&mut self) -> Result<&mut Cluster, String> {
+        self.cluster.as_mut().ok_or_else(|| "no cluster: use add-nodes first".to_string())
+    }
+
+    fn run(&mut self, line: &str) -> CommandResult {
+        let command = Command::parse(line);
+        let mut out = String::new();
+        match command.name.as_str() {
+            "add-nodes" => self.add_nodes(&command, &mut out)?,
+            "campaign" => self.campaign(&command, &mut out)?,
+            "propose" => self.propose(&command, &mut out)?,
+            "tick" => self.tick(&command, &mut out)?,
+            "deliver-msgs" => self.deliver_msgs(&command, &mut out)?,
+            "dup-msgs" => self.dup_msgs(&command, &mut out)?,
+            "stash-msgs" => self.stash_msgs(&command, &mut out)?,
+            "unstash-msgs" => self.unstash_msgs(&mut out)?,
+            "msgs" => self.msgs(&mut out)?,
+            "process-ready" => self.process_ready_command(&command, &mut out)?,
+            "persist" => self.persist(&command, &mut out)?,
+            "apply" => self.apply(&command, &mut out)?,
+            "stabilize" => self.stabilize(&mut out)?,
+            "partition" => self.partition(&command, &mut out)?,
+            "isolate" => {
+                let id = parse_id(command.positional(0, "a node id")?)?;
+                self.cluster()?.isolate(id);
+                out.push_str("ok\n");
+            }
+            "cut" => {
+                let from = parse_id(command.positional(0, "FROM")?)?;
+                let to = parse_id(command.positional(1, "TO")?)?;
+                self.cluster()?.cut(from, to);
+                out.push_str("ok\n");
+            }
+            "heal" => {
+                self.cluster()?.heal();
+                out.push_str("ok\n");
+            }
+            "raft-log" => self.raft_log(&command, &mut out)?,
+            "status" => self.status(&command, &mut out)?,
+            "restart" => self.restart(&command, &mut out)?,
+            other => return Err(format!("unknown command `{other}`")),
+        }
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.check_invariants();
+        }
+        Ok(out.trim_end().to_string())
+    }
+
+    fn ids_argument(&mut self, command: &Command) -> Result<Vec<NodeId>, String> {
+        match command.positional(0, "ID or all")? {
+            "all" => Ok(self.cluster()?.ids()),
+            text => Ok(vec![parse_id(text)?]),
+        }
+    }
+
+    fn add_nodes(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[
+            "pre-vote",
+            "check-quorum",
+            "max-inflight",
+            "max-inflight-bytes",
+            "max-uncommitted-bytes",
+            "max-message-bytes",
+            "forward",
+            "async",
+            "election-min",
+            "election-max",
+            "heartbeat",
+            "seed",
+        ])?;
+        if self.cluster.is_some() {
+            return Err("add-nodes may be used once per file".into());
+        }
+        let count: u64 = command
+            .positional(0, "a node count")?
+            .parse()
+            .map_err(|_| "add-nodes needs a number".to_string())?;
+        let mut options = ClusterOptions::voters(count);
+        let config: &mut Config = &mut options.config;
+        if let Some(value) = command.option("pre-vote")? {
+            config.pre_vote = value;
+        }
+        if let Some(value) = command.option("check-quorum")? {
+            config.check_quorum = value;
+        }
+        if let Some(value) = command.option("max-inflight")? {
+            config.max_inflight_messages = value;
+        }
+        if let Some(value) = command.option("max-message-bytes")? {
+            config.max_message_bytes = value;
+        }
+        if let Some(value) = command.option("max-inflight-bytes")? {
+            config.max_inflight_bytes = value;
+        }
+        if let Some(value) = command.option("max-uncommitted-bytes")? {
+            config.max_uncommitted_bytes = value;
+        }
+        if let Some(value) = command.option("forward")? {
+            config.forward_proposals = value;
+        }
+        if let Some(value) = command.option("async")? {
+            config.async_storage_writes = value;
+        }
+        if let Some(value) = command.option("election-min")? {
+            config.election_timeout_ticks_min = value;
+        }
+        if let Some(value) = command.option("election-max")? {
+            config.election_timeout_ticks_max = value;
+        }
+        if let Some(value) = command.option("heartbeat")? {
+            config.heartbeat_interval_ticks = value;
+        }
+        if let Some(value) = command.option("seed")? {
+            config.rng_seed = value;
+        }
+        let cluster = Cluster::new(options).map_err(|error| format!("cannot build the cluster: {error}"))?;
+        for id in cluster.ids() {
+            writeln!(out, "{}", status_line(&cluster.node(id).status())).unwrap();
+        }
+        self.cluster = Some(cluster);
+        Ok(())
+    }
+
+    fn campaign(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let cluster = self.cluster()?;
+        let before = soft_views(cluster);
+        cluster.campaign(id).map_err(|error| format!("campaign failed: {error}"))?;
+        write_changes(cluster, &before, "", out);
+        ok_if_empty(out);
+        Ok(())
+    }
+
+    fn propose(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["bytes"])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let text = command.positional(1, "DATA")?;
+        let data = match command.option::<usize>("bytes")? {
+            Some(length) => text.bytes().cycle().take(length).collect::<Vec<u8>>(),
+            None => text.as_bytes().to_vec(),
+        };
+        match self.cluster()?.propose(id, Bytes::from(data)) {
+            Ok(()) => out.push_str("ok\n"),
+            Err(error) => writeln!(out, "error: {error}").unwrap(),
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let ids = self.ids_argument(command)?;
+        let count: u64 = match command.positional.get(1) {
+            Some(text) => text.parse().map_err(|_| format!("`{text}` is not a tick count"))?,
+            None => 1,
+        };
+        let cluster = self.cluster()?;
+        for tick in 1..=count {
+            let before = soft_views(cluster);
+            for id in &ids {
+                cluster.tick(*id).map_err(|error| format!("tick failed: {error}"))?;
+            }
+            write_changes(cluster, &before, &format!("tick {tick}: "), out);
+        }
+        ok_if_empty(out);
+        Ok(())
+    }
+
+    // ----- the network ------------------------------------------------------------------
+
+    fn deliver_msgs(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["from", "to", "type", "count", "drop", "reverse"])?;
+        let filter = MessageFilter::from_command(command)?;
+        let drop = command.option::<bool>("drop")?.unwrap_or(false);
+        let reverse = command.option::<bool>("reverse")?.unwrap_or(false);
+        let cluster = self.cluster()?;
+        let (mut selected, rest) = filter.split(cluster.take_in_flight());
+        cluster.inject(rest);
+        if reverse {
+            selected.reverse();
+        }
+        for envelope in selected {
+            if drop {
+                writeln!(out, "{} (dropped)", format_envelope(&envelope)).unwrap();
+            } else {
+                deliver_one(cluster, envelope, out)?;
+            }
+        }
+        if out.is_empty() {
+            out.push_str("no messages\n");
+        }
+        Ok(())
+    }
+
+    fn dup_msgs(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["from", "to", "type", "count"])?;
+        let filter = MessageFilter::from_command(command)?;
+        let cluster = self.cluster()?;
+        let in_flight = cluster.take_in_flight();
+        let (selected, _) = filter.split(in_flight.clone());
+        for envelope in &selected {
+            writeln!(out, "copy: {}", format_envelope(envelope)).unwrap();
+        }
+        cluster.inject(in_flight);
+        cluster.inject(selected);
+        if out.is_empty() {
+            out.push_str("no messages\n");
+        }
+        Ok(())
+    }
+
+    fn stash_msgs(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["from", "to", "type", "count"])?;
+        let filter = MessageFilter::from_command(command)?;
+        let cluster = self.cluster.as_mut().ok_or("no cluster")?;
+        let (selected, rest) = filter.split(cluster.take_in_flight());
+        cluster.inject(rest);
+        for envelope in &selected {
+            writeln!(out, "stashed: {}", format_envelope(envelope)).unwrap();
+        }
+        self.stash.extend(selected);
+        if out.is_empty() {
+            out.push_str("no messages\n");
+        }
+        Ok(())
+    }
+
+    fn unstash_msgs(&mut self, out: &mut String) -> Result<(), String> {
+        let stash = std::mem::take(&mut self.stash);
+        for envelope in &stash {
+            writeln!(out, "unstashed: {}", format_envelope(envelope)).unwrap();
+        }
+        self.cluster()?.inject(stash);
+        if out.is_empty() {
+            out.push_str("no messages\n");
+        }
+        Ok(())
+    }
+
+    fn msgs(&mut self, out: &mut String) -> Result<(), String> {
+        let cluster = self.cluster()?;
+        for envelope in cluster.in_flight() {
+            writeln!(out, "{}", format_envelope(envelope)).unwrap();
+        }
+        if out.is_empty() {
+            out.push_str("no messages\n");
+        }
+        Ok(())
+    }
+
+    fn partition(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let mut groups = Vec::new();
+        for group in &command.positional {
+            groups.push(group.split(',').map(parse_id).collect::<Result<Vec<_>, _>>()?);
+        }
+        if groups.len() < 2 {
+            return Err("partition needs at least two groups".into());
+        }
+        self.cluster()?.partition(&groups);
+        out.push_str("ok\n");
+        Ok(())
+    }
+
+    // ----- readies, persistence, applying ---------------------------------------------
+
+    fn process_ready_command(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let ids = self.ids_argument(command)?;
+        let cluster = self.cluster()?;
+        for id in ids {
+            process_ready(cluster, id, false, out)?;
+        }
+        if out.is_empty() {
+            out.push_str("no ready\n");
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["count"])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let count = command.option::<usize>("count")?.unwrap_or(usize::MAX);
+        let cluster = self.cluster()?;
+        for _ in 0..count {
+            if !persist_one(cluster, id, out)? {
+                break;
+            }
+        }
+        if out.is_empty() {
+            out.push_str("nothing to persist\n");
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["count"])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let count = command.option::<usize>("count")?.unwrap_or(usize::MAX);
+        let cluster = self.cluster()?;
+        for _ in 0..count {
+            if !apply_one(cluster, id, out)? {
+                break;
+            }
+        }
+        if out.is_empty() {
+            out.push_str("nothing to apply\n");
+        }
+        Ok(())
+    }
+
+    fn stabilize(&mut self, out: &mut String) -> Result<(), String> {
+        let cluster = self.cluster()?;
+        for _ in 0..1_000 {
+            let mut moved = false;
+            for id in cluster.ids() {
+                moved |= process_ready(cluster, id, true, out)?;
+            }
+            let envelopes = cluster.take_in_flight();
+            moved |= !envelopes.is_empty();
+            for envelope in envelopes {
+                deliver_one(cluster, envelope, out)?;
+            }
+            if !moved {
+                ok_if_empty(out);
+                return Ok(());
+            }
+        }
+        Err("the cluster did not stabilize in 1,000 rounds".into())
+    }
+
+    // ----- inspection -------------------------------------------------------------------
+
+    fn raft_log(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let entries = self.cluster()?.storage(id).all_entries();
+        if entries.is_empty() {
+            out.push_str("empty log\n");
+        }
+        for entry in &entries {
+            writeln!(out, "{}", format_entry(entry)).unwrap();
+        }
+        Ok(())
+    }
+
+    fn status(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let ids = self.ids_argument(command)?;
+        let cluster = self.cluster()?;
+        for id in ids {
+            let status = cluster.node(id).status();
+            writeln!(out, "{}", status_line(&status)).unwrap();
+            for peer in &status.peers {
+                write!(
+                    out,
+                    "  {}: {} match={} next={}",
+                    peer.id.get(),
+                    peer.state,
+                    peer.matched.get(),
+                    peer.next.get()
+                )
+                .unwrap();
+                if peer.inflight_messages > 0 {
+                    write!(out, " inflight={} ({}B)", peer.inflight_messages, peer.inflight_bytes).unwrap();
+                }
+                if !peer.recent_active {
+                    out.push_str(" inactive");
+                }
+                out.push('\n');
+            }
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let cluster = self.cluster()?;
+        cluster.restart(id).map_err(|error| format!("restart failed: {error}"))?;
+        writeln!(out, "{}", status_line(&cluster.node(id).status())).unwrap();
+        Ok(())
+    }
+}
+
+// ----- actions shared by several commands --------------------------------------------
+
+fn is_async(cluster: &Cluster, id: NodeId) -> bool {
+    cluster.config(id).async_storage_writes
+}
+
+/// Handles `id`'s `Ready` and prints it; on an asynchronous node only hands
+/// it out, unless `complete_async` (then persists and applies right after).
+/// Returns whether there was a `Ready`.
+fn process_ready(cluster: &mut Cluster, id: NodeId, complete_async: bool, out: &mut String) -> Result<bool, String> {
+    let error = |error: keel::Error| format!("process-ready {id} failed: {error}");
+    if !is_async(cluster, id) {
+        let Some(ready) = cluster.process_ready(id).map_err(error)? else {
+            return Ok(false);
+        };
+        write_ready(id, &ready, "", out);
+        return Ok(true);
+    }
+    let Some(ready) = cluster.process_ready_async(id).map_err(error)? else {
+        return Ok(false);
+    };
+    write_ready(id, &ready, " (async)", out);
+    if complete_async {
+        while persist_one(cluster, id, out)? {}
+        while apply_one(cluster, id, out)? {}
+    }
+    Ok(true)
+}
+
+fn persist_one(cluster: &mut Cluster, id: NodeId, out: &mut String) -> Result<bool, String> {
+    let Some(ready) = cluster
+        .persist_next(id)
+        .map_err(|error| format!("persist {id} failed: {error}"))?
+    else {
+        return Ok(false);
+    };
+    writeln!(out, "> n{} persisted", id.get()).unwrap();
+    if let Some(hard_state) = ready.hard_state() {
+        writeln!(out, "  hard-state: {}", format_hard_state(&hard_state)).unwrap();
+    }
+    if !ready.entries().is_empty() {
+        writeln!(out, "  entries: {}", format_entries(ready.entries())).unwrap();
+    }
+    for envelope in ready.persisted_messages() {
+        writeln!(out, "  send: {}", format_envelope(envelope)).unwrap();
+    }
+    Ok(true)
+}
+
+fn apply_one(cluster: &mut Cluster, id: NodeId, out: &mut String) -> Result<bool, String> {
+    let Some(batch) = cluster
+        .apply_next(id)
+        .map_err(|error| format!("apply {id} failed: {error}"))?
+    else {
+        return Ok(false);
+    };
+    writeln!(
+        out,
+        "> n{} applied {} up to {}",
+        id.get(),
+        format_entries(&batch.entries),
+        batch.applied_index.get()
+    )
+    .unwrap();
+    Ok(true)
+}
+
+/// Delivers one message and prints it, with what it changed on the
+/// recipient.
+fn deliver_one(cluster: &mut Cluster, envelope: Envelope, out: &mut String) -> Result<(), String> {
+    let line = format_envelope(&envelope);
+    let before = soft_views(cluster);
+    let delivery = cluster
+        .deliver_traced(envelope)
+        .map_err(|error| format!("fatal error delivering `{line}`: {error}"))?;
+    match delivery {
+        Delivery::Delivered => writeln!(out, "{line}").unwrap(),
+        Delivery::Cut => writeln!(out, "{line} (dropped: link cut)").unwrap(),
+        Delivery::NoRecipient => writeln!(out, "{line} (dropped: no such node)").unwrap(),
+        Delivery::Refused(error) => writeln!(out, "{line}\n  refused: {error}").unwrap(),
+    }
+    write_changes(cluster, &before, "", out);
+    Ok(())
+}
+
+/// Selects messages in the network by sender, recipient and kind.
+struct MessageFilter {
+    from: Option<NodeId>,
+    to: Option<NodeId>,
+    kind: Option<String>,
+    count: usize,
+}
+
+impl MessageFilter {
+    fn from_command(command: &Command) -> Result<MessageFilter, String> {
+        Ok(MessageFilter {
+            from: command.option::<u64>("from")?.map(NodeId::new),
+            to: command.option::<u64>("to")?.map(NodeId::new),
+            kind: command.options.get("type").cloned(),
+            count: command.option("count")?.unwrap_or(usize::MAX),
+        })
+    }
+
+    fn matches(&self, envelope: &Envelope) -> bool {
+        self.from.map_or(true, |from| from == envelope.from)
+            && self.to.map_or(true, |to| to == envelope.to)
+            && self
+                .kind
+                .as_deref()
+                .map_or(true, |kind| kind == kind_name(&envelope.message))
+    }
+
+    /// Splits `envelopes` into the (first `count`) matching ones and the
+    /// rest, both in their original order.
+    fn split(&self, envelopes: Vec<Envelope>) -> (Vec<Envelope>, Vec<Envelope>) {
+        let mut selected = Vec::new();
+        let mut rest = Vec::new();
+        for envelope in envelopes {
+            if selected.len() < self.count && self.matches(&envelope) {
+                selected.push(envelope);
+            } else {
+                rest.push(envelope);
+            }
+        }
+        (selected, rest)
+    }
+}
+
+// ----- role changes ---------------------------------------------------------------------
+
+/// What a reader wants to know changed after an action.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SoftView {
+    role: Role,
+    term: u64,
+    leader: Option<NodeId>,
+}
+
+fn soft_views(cluster: &Cluster) -> Vec<(NodeId, SoftView)> {
+    cluster
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let status = cluster.node(id).status();
+            let view = SoftView {
+                role: status.role,
+                term: status.hard_state.term.get(),
+                leader: status.leader,
+            };
+            (id, view)
+        })
+        .collect()
+}
+
+fn write_changes(cluster: &Cluster, before: &[(NodeId, SoftView)], prefix: &str, out: &mut String) {
+    for ((id, old), (_, new)) in before.iter().zip(soft_views(cluster)) {
+        if *old != new {
+            writeln!(
+                out,
+                "  {prefix}n{} is {} at term {}{}",
+                id.get(),
+                new.role,
+                new.term,
+                match (new.role, new.leader) {
+                    (Role::Leader, _) => String::new(),
+                    (_, Some(leader)) => format!(" (leader {})", leader.get()),
+                    (_, None) => String::new(),
+                }
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn ok_if_empty(out: &mut String) {
+    if out.is_empty() {
+        out.push_str("ok\n");
+    }
+}
+
+// ----- formatting -------------------------------------------------------------------------
+
+fn status_line(status: &Status) -> String {
+    let mut line = format!(
+        "n{}: {} term={} vote={} leader={} commit={} applied={} last={}",
+        status.id.get(),
+        status.role,
+        status.hard_state.term.get(),
+        format_optional_id(status.hard_state.vote),
+        format_optional_id(status.leader),
+        status.hard_state.commit.get(),
+        status.applied.get(),
+        status.last_index.get(),
+    );
+    if status.role == Role::Leader {
+        write!(line, " uncommitted={}B", status.uncommitted_bytes).unwrap();
+    } else {
+        write!(line, " election-timeout={}", status.randomized_election_timeout_ticks).unwrap();
+    }
+    line
+}
+
+fn format_optional_id(id: Option<NodeId>) -> String {
+    id.map_or_else(|| "none".to_string(), |id| id.get().to_string())
+}
+
+fn format_hard_state(hard_state: &keel::HardState) -> String {
+    format!(
+        "term={} vote={} commit={}",
+        hard_state.term.get(),
+        format_optional_id(hard_state.vote),
+        hard_state.commit.get()
+    )
+}
+
+fn write_ready(id: NodeId, ready: &Ready, mode: &str, out: &mut String) {
+    writeln!(out, "> n{} ready{mode}", id.get()).unwrap();
+    if let Some(soft) = ready.soft_state() {
+        writeln!(out, "  soft-state: role={} leader={}", soft.role, format_optional_id(soft.leader)).unwrap();
+    }
+    if let Some(hard_state) = ready.hard_state() {
+        writeln!(out, "  hard-state: {}", format_hard_state(&hard_state)).unwrap();
+    }
+    if let Some(snapshot) = ready.snapshot() {
+        writeln!(out, "  snapshot: last={}", snapshot.last).unwrap();
+    }
+    if !ready.entries().is_empty() {
+        writeln!(out, "  entries: {}", format_entries(ready.entries())).unwrap();
+    }
+    if !ready.committed_entries().is_empty() {
+        writeln!(out, "  committed: {}", format_entries(ready.committed_entries())).unwrap();
+    }
+    for envelope in ready.messages() {
+        writeln!(out, "  send: {}", format_envelope(envelope)).unwrap();
+    }
+    for envelope in ready.persisted_messages() {
+        writeln!(out, "  send after persist: {}", format_envelope(envelope)).unwrap();
+    }
+}
+
+fn format_data(data: &[u8]) -> String {
+    let plain = data
+        .iter()
+        .all(|byte| byte.is_ascii_graphic() && !b",[]\"".contains(byte));
+    if data.len() > 16 {
+        format!("<{}B>", data.len())
+    } else if plain {
+        String::from_utf8_lossy(data).into_owned()
+    } else {
+        format!("{:?}", String::from_utf8_lossy(data))
+    }
+}
+
+fn format_entry(entry: &Entry) -> String {
+    let id = entry.log_id();
+    match entry.kind {
+        EntryKind::Normal if entry.data.is_empty() => id.to_string(),
+        EntryKind::Normal => format!("{id}:{}", format_data(&entry.data)),
+        EntryKind::ConfChange => format!("{id}:conf-change"),
+        EntryKind::ConfChangeV2 => format!("{id}:conf-change-v2"),
+    }
+}
+
+fn format_entries(entries: &[Entry]) -> String {
+    let parts: Vec<String> = entries.iter().map(format_entry).collect();
+    format!("[{}]", parts.join(" "))
+}
+
+/// The kind name used in `type=` filters.
+fn kind_name(message: &Message) -> &'static str {
+    match message {
+        Message::Append(_) => "append",
+        Message::AppendResponse(_) => "append-resp",
+        Message::Vote(request) => match request.kind {
+            VoteKind::PreVote => "pre-vote",
+            VoteKind::Vote => "vote",
+        },
+        Message::VoteResponse(response) => match response.kind {
+            VoteKind::PreVote => "pre-vote-resp",
+            VoteKind::Vote => "vote-resp",
+        },
+        Message::Heartbeat(_) => "heartbeat",
+        Message::HeartbeatResponse(_) => "heartbeat-resp",
+        Message::Snapshot(_) => "snapshot",
+        Message::TimeoutNow => "timeout-now",
+        Message::TransferLeader { .. } => "transfer-leader",
+        Message::ReadIndex(_) => "read-index",
+        Message::ReadIndexResponse(_) => "read-index-resp",
+        Message::Propose(_) => "propose",
+    }
+}
+
+/// One line per message, e.g.
+/// `1->2 append term=2 prev=1/5 entries=[2/6] commit=5`.
+fn format_envelope(envelope: &Envelope) -> String {
+    let mut line = format!(
+        "{}->{} {} term={}",
+        envelope.from.get(),
+        envelope.to.get(),
+        kind_name(&envelope.message),
+        envelope.term.get()
+    );
+    match &envelope.message {
+        Message::Append(append) => write!(
+            line,
+            " prev={} entries={} commit={}",
+            append.prev,
+            format_entries(&append.entries),
+            append.commit.get()
+        )
+        .unwrap(),
+        Message::AppendResponse(AppendResponse::Accepted { last_index }) => {
+            write!(line, " accept last={}", last_index.get()).unwrap();
+        }
+        Message::AppendResponse(AppendResponse::Rejected { rejected, hint }) => {
+            write!(line, " reject prev={} hint={hint}", rejected.get()).unwrap();
+        }
+        Message::Vote(request) => {
+            write!(line, " last={}", request.last_log).unwrap();
+            if request.reason == keel::ElectionReason::Transfer {
+                line.push_str(" transfer");
+            }
+            if request.priority != 0 {
+                write!(line, " priority={}", request.priority).unwrap();
+            }
+        }
+        Message::VoteResponse(response) => {
+            line.push_str(if response.granted { " granted" } else { " rejected" });
+        }
+        Message::Heartbeat(heartbeat) => {
+            write!(line, " commit={}", heartbeat.commit.get()).unwrap();
+            if let Some(round) = heartbeat.read_round {
+                write!(line, " read-round={round}").unwrap();
+            }
+        }
+        Message::HeartbeatResponse(response) => {
+            if let Some(round) = response.read_round {
+                write!(line, " read-round={round}").unwrap();
+            }
+        }
+        Message::Snapshot(metadata) => write!(line, " last={}", metadata.last).unwrap(),
+        Message::TimeoutNow => {}
+        Message::TransferLeader { target } => write!(line, " target={}", target.get()).unwrap(),
+        Message::ReadIndex(request) => write!(line, " context={}", format_data(&request.context)).unwrap(),
+        Message::ReadIndexResponse(response) => write!(
+            line,
+            " index={} context={}",
+            response.index.get(),
+            format_data(&response.context)
+        )
+        .unwrap(),
+        Message::Propose(proposal) => {
+            let parts: Vec<String> = proposal.entries.iter().map(|entry| format_data(&entry.data)).collect();
+            write!(line, " entries=[{}]", parts.join(" ")).unwrap();
+        }
+    }
+    line
+}
