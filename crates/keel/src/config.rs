@@ -85,6 +85,9 @@ pub struct Config {
     /// Seeds the random number generator that spreads election timeouts.
     /// Give every node a different seed; the same seed replays exactly.
     pub rng_seed: u64,
+    /// A deliberate bug for the simulator's drill (feature `planted-bugs`).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<crate::PlantedBug>,
 }
 
 impl Config {
@@ -108,6 +111,8 @@ impl Config {
             applied: Index::ZERO,
             priority: 0,
             rng_seed: id.get(),
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 

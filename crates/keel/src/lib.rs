@@ -84,6 +84,8 @@ mod config;
 mod error;
 mod log;
 mod message;
+#[cfg(feature = "planted-bugs")]
+mod planted_bugs;
 pub mod quorum;
 mod raft;
 mod raw_node;
@@ -102,6 +104,8 @@ pub use message::{
     Append, AppendResponse, ElectionReason, Envelope, ForwardedProposal, Heartbeat, HeartbeatResponse,
     Message, ProposedEntry, ReadIndexRequest, ReadIndexResponse, VoteKind, VoteRequest, VoteResponse,
 };
+#[cfg(feature = "planted-bugs")]
+pub use planted_bugs::PlantedBug;
 pub use raft::Role;
 pub use raw_node::RawNode;
 pub use ready::{PersistMarker, Ready, SoftState};

@@ -22,6 +22,8 @@ pub(crate) struct RaftLog<S> {
     applying: Index,
     /// The highest index the application reported applied.
     applied: Index,
+    /// The planted bug `ApplyBeforeCommit` (simulator drill only).
+    apply_before_commit: bool,
 }
 
 /// The entries of a `[low, high)` range could not be read.
@@ -58,7 +60,12 @@ impl<S: Storage> RaftLog<S> {
             committed,
             applying: applied,
             applied,
+            apply_before_commit: false,
         })
+    }
+
+    pub(crate) fn set_apply_before_commit(&mut self, enabled: bool) {
+        self.apply_before_commit = enabled;
     }
 
     pub(crate) fn storage(&self) -> &S {
@@ -262,6 +269,9 @@ impl<S: Storage> RaftLog<S> {
     /// The highest index that may be handed out for applying: committed, and
     /// (unless `allow_unpersisted`) durable locally.
     fn apply_limit(&self, allow_unpersisted: bool) -> Index {
+        if self.apply_before_commit {
+            return self.last_index().unwrap_or(self.committed);
+        }
         if allow_unpersisted {
             return self.committed;
         }

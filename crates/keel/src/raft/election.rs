@@ -117,7 +117,8 @@ impl<S: Storage> Raft<S> {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (request.kind == VoteKind::PreVote && term > self.term);
-        let up_to_date = self.log.is_up_to_date(request.last_log)?;
+        let up_to_date =
+            self.log.is_up_to_date(request.last_log)? || super::planted!(self.config, VoteWithoutLogCheck);
         // Priority: a candidate of lower priority does not win against a
         // voter of higher priority whose log is exactly as long; with a
         // strictly longer candidate log, safety and liveness come first.

@@ -4,6 +4,19 @@
 //! once, then dispatches on the role. Roles change only through the
 //! `become_*` functions, which reject illegal transitions.
 
+/// Whether the planted bug `$bug` is switched on; `false`, and compiled
+/// away, without the `planted-bugs` feature.
+macro_rules! planted {
+    ($config:expr, $bug:ident) => {{
+        #[cfg(feature = "planted-bugs")]
+        let planted = $config.planted_bug == Some(crate::PlantedBug::$bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        let planted = false;
+        planted
+    }};
+}
+pub(crate) use planted;
+
 mod election;
 mod follower;
 mod leader;
@@ -97,7 +110,8 @@ impl<S: Storage> Raft<S> {
             .validate()
             .map_err(|error| StorageError::Failed(format!("stored membership is invalid: {error}").into()))?;
         let hard_state = initial.hard_state;
-        let log = RaftLog::new(storage, hard_state.commit, config.applied)?;
+        let mut log = RaftLog::new(storage, hard_state.commit, config.applied)?;
+        log.set_apply_before_commit(planted!(config, ApplyBeforeCommit));
         let mut tracker = ProgressTracker::new(config.max_inflight_messages, config.max_inflight_bytes);
         tracker.apply_conf_state(&initial.conf_state, log.last_index()?.next());
         let mut raft = Raft {
@@ -156,9 +170,14 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn hard_state(&self) -> HardState {
+        let vote = if planted!(self.config, ForgetToPersistVote) {
+            None
+        } else {
+            self.vote
+        };
         HardState {
             term: self.term,
-            vote: self.vote,
+            vote,
             commit: self.log.committed(),
         }
     }
