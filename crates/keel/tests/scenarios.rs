@@ -34,7 +34,7 @@
 //! - `campaign ID`: the node starts an election (pre-vote first if enabled).
 //! - `propose ID DATA [bytes=N]`: proposes DATA (repeated to N bytes); prints
 //!   `ok` or the error.
-//! - `tick ID|all [N]`: ticks N times (default 1); prints role changes.
+//! - `tick IDS [N]` (IDS: `2`, `1,3` or `all`): ticks N times (default 1); prints role changes.
 //! - `deliver-msgs [from=ID] [to=ID] [type=KIND] [count=N] [drop=true]
 //!   [reverse=true]`: delivers (or drops) the matching messages in the
 //!   network, in send order (or reversed); prints each and what it changed.
@@ -43,7 +43,7 @@
 //!   them late, after the cluster moved on) and puts them back at the end of
 //!   the network.
 //! - `msgs`: lists the network.
-//! - `process-ready ID|all`: handles the nodes' `Ready`s and prints them. On
+//! - `process-ready IDS`: handles the nodes' `Ready`s and prints them. On
 //!   a node with `async=true`, only hands the `Ready` out: its messages are
 //!   sent, its writes and committed entries wait for `persist` and `apply`.
 //! - `persist ID [count=N]`: (async) makes the oldest handed-out writes
@@ -53,7 +53,7 @@
 //!   deliver until nothing moves, printing everything.
 //! - `partition 1,2 3`, `isolate ID`, `cut FROM TO`, `heal`.
 //! - `raft-log ID`: the entries in the node's storage.
-//! - `status ID|all`: role, term, leader, commit, applied; peers if leader.
+//! - `status IDS`: role, term, leader, commit, applied; peers if leader.
 //! - `restart ID`: crash and restart from storage.
 //!
 //! Every node's invariants are checked after every step and every command.
@@ -97,6 +97,7 @@ scenarios!(
     flow_control_inflight_bytes,
     uncommitted_size_cap,
     proposal_forwarding,
+    proposal_forwarding_disabled,
     async_storage_writes,
     vote_up_to_date_log,
     commit_current_term_only,
@@ -413,7 +414,7 @@ impl Runner {
     fn ids_argument(&mut self, command: &Command) -> Result<Vec<NodeId>, String> {
         match command.positional(0, "ID or all")? {
             "all" => Ok(self.cluster()?.ids()),
-            text => Ok(vec![parse_id(text)?]),
+            text => text.split(',').map(parse_id).collect(),
         }
     }
 
