@@ -1,6 +1,6 @@
 //! # keel-log
 //!
-//! Durable storage for [keel](keel): a segmented write-ahead log that holds
+//! Durable storage for [keel]: a segmented write-ahead log that holds
 //! the entries, the hard state and the membership, and a store of snapshot
 //! files. [`LogStore`] implements [`keel::Storage`] and
 //! [`keel::StorageWrite`]; a runtime persists a whole `Ready` with one

@@ -317,6 +317,14 @@ fn run_with_crash(seed: u64, operations: &[Operation], crash_point: u64) -> Resu
         return Err("the crash point was never reached".into());
     }
     file_system.crash();
+    if crash_point % 4 == 0 {
+        // A second crash during recovery itself (cutting the torn tail).
+        file_system.set_crash_at_operation(Some(file_system.operation_count() + 1 + crash_point / 4 % 2));
+        if open(&file_system).is_err() {
+            file_system.crash();
+        }
+        file_system.set_crash_at_operation(None);
+    }
     let mut store = open(&file_system).map_err(|error| format!("reopen after crash failed: {error}"))?;
     let torn_tail_cut = store.recovered_torn_tail().is_some();
     let recovered = observe(&store);
@@ -352,11 +360,11 @@ fn run_with_crash(seed: u64, operations: &[Operation], crash_point: u64) -> Resu
 
 #[test]
 fn every_crash_point_recovers_what_was_acknowledged() {
-    let sequence_count = 60;
+    let sequence_count = 200;
     let mut crash_points_tried = 0u64;
     let mut torn_tails_cut = 0u64;
     for seed in 0..sequence_count {
-        let operations = generate_sequence(seed, 25);
+        let operations = generate_sequence(seed, 30);
         // A clean run counts the boundaries and checks the store against the model.
         let file_system = Arc::new(MemoryFileSystem::new(seed));
         let mut store = open(&file_system).unwrap();
