@@ -106,7 +106,7 @@ pub use message::{
 };
 #[cfg(feature = "planted-bugs")]
 pub use planted_bugs::PlantedBug;
-pub use raft::Role;
+pub use raft::{ReadMode, ReadState, Role};
 pub use raw_node::RawNode;
 pub use ready::{PersistMarker, Ready, SoftState};
 pub use status::{PeerStatus, Status};

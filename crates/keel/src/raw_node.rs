@@ -5,7 +5,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::{Error, ProposalError};
 use crate::message::Envelope;
-use crate::raft::{Campaign, Raft, Role};
+use crate::raft::{Campaign, Raft, ReadMode, Role};
 use crate::ready::{PersistMarker, Ready, SoftState};
 use crate::status::{PeerStatus, Status};
 use crate::storage::Storage;
@@ -121,6 +121,22 @@ impl<S: Storage> RawNode<S> {
         self.raft.stop_on_fatal(result)
     }
 
+    /// Asks for a linearizable read (thesis §6.4). When confirmed, a later
+    /// [`Ready::read_states`] holds a [`ReadState`](crate::ReadState) with the
+    /// same `context` and the index to wait for: serve the read once the
+    /// state machine has applied that index. On a follower the request is
+    /// forwarded to the leader (always in [`ReadMode::Safe`]).
+    ///
+    /// # Errors
+    /// [`ReadError::NoLeader`](crate::ReadError::NoLeader) when no leader is
+    /// known; [`ReadError::LeaseWithoutCheckQuorum`](crate::ReadError::LeaseWithoutCheckQuorum)
+    /// for a lease read without check-quorum.
+    pub fn read_index(&mut self, context: Bytes, mode: ReadMode) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        let result = self.raft.read_index(context, mode);
+        self.raft.stop_on_fatal(result)
+    }
+
     /// The transport could not deliver to `id`; the leader stops pipelining
     /// to it and probes until it answers again.
     pub fn report_unreachable(&mut self, id: NodeId) {
@@ -137,6 +153,7 @@ impl<S: Storage> RawNode<S> {
         self.soft_state() != self.previous_soft_state
             || raft.hard_state() != self.previous_hard_state
             || raft.has_messages()
+            || raft.has_read_news()
             || log.has_entries_to_persist()
             || log.snapshot_to_persist().is_some()
             || log.has_entries_to_apply(!raft.config().async_storage_writes)
@@ -192,6 +209,8 @@ impl<S: Storage> RawNode<S> {
             messages: self.raft.take_messages(),
             persisted_messages: self.raft.take_messages_after_persist(),
             committed_entries,
+            read_states: self.raft.take_read_states(),
+            dropped_reads: self.raft.take_dropped_reads(),
             must_sync,
             persist_marker,
             last_committed,

@@ -1,7 +1,7 @@
 //! [`Ready`]: everything the core asks the runtime to do.
 
 use crate::message::Envelope;
-use crate::raft::Role;
+use crate::raft::{ReadState, Role};
 use crate::types::{Entry, HardState, Index, LogId, NodeId, SnapshotMetadata};
 
 /// The volatile state worth telling the application about when it changes.
@@ -49,6 +49,8 @@ pub struct Ready {
     pub(crate) messages: Vec<Envelope>,
     pub(crate) persisted_messages: Vec<Envelope>,
     pub(crate) committed_entries: Vec<Entry>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) dropped_reads: Vec<bytes::Bytes>,
     pub(crate) must_sync: bool,
     pub(crate) persist_marker: PersistMarker,
     pub(crate) last_committed: Option<Index>,
@@ -114,6 +116,24 @@ impl Ready {
     /// Takes the committed entries to apply.
     pub fn take_committed_entries(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.committed_entries)
+    }
+
+    /// Reads confirmed since the last `Ready`: serve each once the state
+    /// machine has applied up to its index.
+    pub fn read_states(&self) -> &[ReadState] {
+        &self.read_states
+    }
+
+    /// Takes the confirmed reads.
+    pub fn take_read_states(&mut self) -> Vec<ReadState> {
+        std::mem::take(&mut self.read_states)
+    }
+
+    /// Contexts of this node's reads that will never be answered because it
+    /// lost leadership: fail them now (retry elsewhere) instead of waiting
+    /// for a timeout.
+    pub fn dropped_reads(&self) -> &[bytes::Bytes] {
+        &self.dropped_reads
     }
 
     /// Whether the writes must be fsynced before the persisted messages go

@@ -28,6 +28,10 @@ impl<S: Storage> Raft<S> {
                 self.handle_snapshot(from, metadata)
             }
             Message::Propose(proposal) => self.forward_proposal(proposal),
+            Message::ReadIndexResponse(response) => {
+                self.on_read_index_response(response);
+                Ok(())
+            }
             Message::TimeoutNow => {
                 // The leader hands over (thesis §3.10): campaign at once,
                 // skipping pre-vote, which the leader's lease would fail.

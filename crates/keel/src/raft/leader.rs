@@ -83,7 +83,14 @@ impl<S: Storage> Raft<S> {
 
     /// Sends to every follower what it lacks (the deferred broadcast).
     pub(crate) fn flush_broadcast(&mut self) -> Result<(), Error> {
-        if !std::mem::take(&mut self.broadcast_pending) || self.role != Role::Leader {
+        if self.role != Role::Leader {
+            self.broadcast_pending = false;
+            return Ok(());
+        }
+        if self.read_round_wanted() {
+            self.broadcast_heartbeat();
+        }
+        if !std::mem::take(&mut self.broadcast_pending) {
             return Ok(());
         }
         let committed = self.log.committed();
@@ -175,7 +182,9 @@ impl<S: Storage> Raft<S> {
         Ok(false)
     }
 
+    /// Sends every follower a heartbeat of a new read round.
     fn broadcast_heartbeat(&mut self) {
+        let round = self.start_read_round();
         let committed = self.log.committed();
         let followers: Vec<(NodeId, Index)> = self
             .tracker
@@ -187,7 +196,7 @@ impl<S: Storage> Raft<S> {
             // A follower may not hold entries up to our commit index yet.
             let heartbeat = Heartbeat {
                 commit: committed.min(matched),
-                read_round: None,
+                read_round: Some(round),
             };
             self.send(id, Message::Heartbeat(heartbeat));
         }
@@ -196,6 +205,7 @@ impl<S: Storage> Raft<S> {
     // ----- ticks ---------------------------------------------------------------------
 
     pub(crate) fn tick_leader(&mut self) -> Result<(), Error> {
+        self.tick_reads();
         self.heartbeat_elapsed_ticks += 1;
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.config.election_timeout_ticks_min {
@@ -230,9 +240,16 @@ impl<S: Storage> Raft<S> {
                 self.ensure_member(from)?;
                 self.handle_append_response(from, response)
             }
-            Message::HeartbeatResponse(_) => {
+            Message::HeartbeatResponse(response) => {
                 self.ensure_member(from)?;
+                if let Some(round) = response.read_round {
+                    self.on_round_acknowledged(from, round);
+                }
                 self.handle_heartbeat_response(from)
+            }
+            Message::ReadIndex(request) => {
+                self.ensure_member(from)?;
+                self.leader_read_index(request.context, super::ReadMode::Safe, Some(from))
             }
             Message::Propose(proposal) => {
                 // Dropped if refused: the follower's caller times out, as it
@@ -358,7 +375,11 @@ impl<S: Storage> Raft<S> {
             self.log.maybe_commit(quorum_index, self.term)?
         };
         if advanced {
-            self.uncommitted.on_commit(self.log.committed());
+            let committed = self.log.committed();
+            self.uncommitted.on_commit(committed);
+            if self.log.term_if_known(committed)? == Some(self.term) {
+                self.on_first_commit_in_term()?;
+            }
         }
         Ok(advanced)
     }

@@ -20,6 +20,7 @@ pub(crate) use planted;
 mod election;
 mod follower;
 mod leader;
+mod read;
 mod uncommitted;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ use crate::storage::Storage;
 use crate::tracker::ProgressTracker;
 use crate::types::{HardState, Index, NodeId, Term};
 pub(crate) use election::Campaign;
+pub use read::{ReadMode, ReadState};
+use read::Reads;
 use uncommitted::Uncommitted;
 
 /// A node's role in its current term.
@@ -99,6 +102,14 @@ pub(crate) struct Raft<S> {
     conflicting_leader: Option<(Term, NodeId, NodeId)>,
     /// Set on a fatal storage error; every later call fails with it.
     stopped: Option<Arc<str>>,
+    /// The leader's read bookkeeping.
+    reads: Reads,
+    /// Answered reads, for the next `Ready`.
+    read_states: Vec<ReadState>,
+    /// Contexts of local reads abandoned when leadership was lost.
+    dropped_reads: Vec<bytes::Bytes>,
+    /// The node leadership is being transferred to (leader only).
+    transfer_target: Option<NodeId>,
 }
 
 impl<S: Storage> Raft<S> {
@@ -134,6 +145,10 @@ impl<S: Storage> Raft<S> {
             pending_conf_index: Index::ZERO,
             conflicting_leader: None,
             stopped: None,
+            reads: Reads::default(),
+            read_states: Vec::new(),
+            dropped_reads: Vec::new(),
+            transfer_target: None,
         };
         raft.reset_randomized_election_timeout();
         Ok(raft)
@@ -199,7 +214,26 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn has_messages(&self) -> bool {
-        !self.messages.is_empty() || !self.messages_after_persist.is_empty() || self.broadcast_pending
+        !self.messages.is_empty()
+            || !self.messages_after_persist.is_empty()
+            || self.broadcast_pending
+            || self.read_round_wanted()
+    }
+
+    pub(crate) fn has_read_news(&self) -> bool {
+        !self.read_states.is_empty() || !self.dropped_reads.is_empty()
+    }
+
+    pub(crate) fn take_read_states(&mut self) -> Vec<ReadState> {
+        std::mem::take(&mut self.read_states)
+    }
+
+    pub(crate) fn take_dropped_reads(&mut self) -> Vec<bytes::Bytes> {
+        std::mem::take(&mut self.dropped_reads)
+    }
+
+    pub(crate) fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer_target
     }
 
     /// Fails if an earlier fatal error stopped the node.
@@ -360,6 +394,8 @@ impl<S: Storage> Raft<S> {
             self.vote = None;
         }
         self.leader = None;
+        self.drop_reads();
+        self.transfer_target = None;
         self.election_elapsed_ticks = 0;
         self.heartbeat_elapsed_ticks = 0;
         self.reset_randomized_election_timeout();
@@ -483,6 +519,10 @@ impl<S: Storage> Raft<S> {
                     ));
                 }
             }
+        }
+        self.check_read_invariants()?;
+        if self.transfer_target.is_some() && self.role != Role::Leader {
+            return Err(format!("transfer target set on a {}", self.role));
         }
         self.uncommitted.check_invariants()
     }

@@ -93,6 +93,12 @@ impl ProgressTracker {
         self.position(id).is_some()
     }
 
+    /// Whether `id` is the only voter (a one-node cluster).
+    pub(crate) fn is_sole_voter(&self, id: NodeId) -> bool {
+        let incoming = self.voters.incoming().voters();
+        incoming.len() == 1 && incoming[0] == id && !self.voters.is_joint()
+    }
+
     fn position(&self, id: NodeId) -> Option<usize> {
         self.progress
             .binary_search_by_key(&id, |(member, _)| *member)
