@@ -99,6 +99,7 @@ scenarios!(
     proposal_forwarding,
     proposal_forwarding_disabled,
     async_storage_writes,
+    async_commit_broadcast,
     vote_up_to_date_log,
     commit_current_term_only,
     heartbeat_commit,
