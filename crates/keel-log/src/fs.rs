@@ -204,3 +204,17 @@ pub(crate) fn read_whole_file(file_system: &dyn FileSystem, path: &Path) -> io::
 pub(crate) fn child(directory: &Path, name: &str) -> PathBuf {
     directory.join(name)
 }
+
+/// Makes the name of `directory` in its parent durable.
+pub(crate) fn sync_parent_directory(
+    file_system: &dyn FileSystem,
+    directory: &Path,
+) -> Result<(), crate::error::LogError> {
+    let parent = match directory.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    file_system
+        .sync_directory(&parent)
+        .map_err(crate::error::LogError::io("fsync directory", &parent))
+}

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use keel::{Index, SnapshotMetadata, Term};
 
 use crate::error::LogError;
-use crate::fs::{child, FileSystem, ReadableFile, RealFileSystem};
+use crate::fs::{child, sync_parent_directory, FileSystem, ReadableFile, RealFileSystem};
 use crate::record::{self, Encoder, Parsed, Record};
 
 const TRAILER_MAGIC: &[u8; 4] = b"KSND";
@@ -123,6 +123,7 @@ impl SnapshotStore {
         file_system
             .create_directory_all(&directory)
             .map_err(LogError::io("create directory", &directory))?;
+        sync_parent_directory(file_system.as_ref(), &directory)?;
         let names = file_system
             .list_directory(&directory)
             .map_err(LogError::io("list directory", &directory))?;

@@ -13,7 +13,7 @@ use keel::{
 use crate::cache::EntryCache;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::fs::{child, FileSystem, ReadableFile, RealFileSystem, WritableFile};
+use crate::fs::{child, sync_parent_directory, FileSystem, ReadableFile, RealFileSystem, WritableFile};
 use crate::record::{self, Encoder, Parsed, HEADER_BYTES};
 use crate::recovery::{scan, segment_file_name, TornTail};
 use crate::state::{Location, LogState};
@@ -223,6 +223,9 @@ impl LogStore {
         file_system
             .create_directory_all(&directory)
             .map_err(LogError::io("create directory", &directory))?;
+        // The log directory's own name must be durable before anything in it
+        // is acknowledged (it may have just been created).
+        sync_parent_directory(file_system.as_ref(), &directory)?;
         let found = scan(file_system.as_ref(), &directory)?;
         let active = match found.segments.last() {
             None => create_segment(file_system.as_ref(), &directory, 1)?,
