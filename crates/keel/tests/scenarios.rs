@@ -67,7 +67,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use keel::testing::{Cluster, ClusterOptions, Delivery};
-use keel::{AppendResponse, Config, Entry, EntryKind, Envelope, Message, NodeId, Ready, Role, Status, VoteKind};
+use keel::{
+    AppendResponse, Config, Entry, EntryKind, Envelope, Message, NodeId, Ready, Role, Status, VoteKind,
+};
 
 // ----- the list of scenario files: one test each --------------------------------
 
@@ -127,7 +129,9 @@ fn every_scenario_file_is_listed() {
 }
 
 fn scenario_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("scenarios")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("scenarios")
 }
 
 // ----- parsing ------------------------------------------------------------------------
@@ -341,7 +345,11 @@ fn run_file(name: &str) {
         return;
     }
     if let Some(first) = failures.first() {
-        let others: Vec<_> = failures.iter().skip(1).map(|failure| failure.lines().next().unwrap()).collect();
+        let others: Vec<_> = failures
+            .iter()
+            .skip(1)
+            .map(|failure| failure.lines().next().unwrap())
+            .collect();
         panic!(
             "scenario {} differs from its expected output (KEEL_REWRITE=1 rewrites it):\n{first}\n{} later command(s) differ too{}{}",
             path.display(),
@@ -365,7 +373,9 @@ type CommandResult = Result<String, String>;
 
 impl Runner {
     fn cluster(&mut self) -> Result<&mut Cluster, String> {
-        self.cluster.as_mut().ok_or_else(|| "no cluster: use add-nodes first".to_string())
+        self.cluster
+            .as_mut()
+            .ok_or_else(|| "no cluster: use add-nodes first".to_string())
     }
 
     fn run(&mut self, line: &str) -> CommandResult {
@@ -492,7 +502,9 @@ impl Runner {
         let id = parse_id(command.positional(0, "a node id")?)?;
         let cluster = self.cluster()?;
         let before = soft_views(cluster);
-        cluster.campaign(id).map_err(|error| format!("campaign failed: {error}"))?;
+        cluster
+            .campaign(id)
+            .map_err(|error| format!("campaign failed: {error}"))?;
         write_changes(cluster, &before, "", out);
         ok_if_empty(out);
         Ok(())
@@ -517,14 +529,18 @@ impl Runner {
         command.allow_options(&[])?;
         let ids = self.ids_argument(command)?;
         let count: u64 = match command.positional.get(1) {
-            Some(text) => text.parse().map_err(|_| format!("`{text}` is not a tick count"))?,
+            Some(text) => text
+                .parse()
+                .map_err(|_| format!("`{text}` is not a tick count"))?,
             None => 1,
         };
         let cluster = self.cluster()?;
         for tick in 1..=count {
             let before = soft_views(cluster);
             for id in &ids {
-                cluster.tick(*id).map_err(|error| format!("tick failed: {error}"))?;
+                cluster
+                    .tick(*id)
+                    .map_err(|error| format!("tick failed: {error}"))?;
             }
             write_changes(cluster, &before, &format!("tick {tick}: "), out);
         }
@@ -728,7 +744,12 @@ impl Runner {
                 )
                 .unwrap();
                 if peer.inflight_messages > 0 {
-                    write!(out, " inflight={} ({}B)", peer.inflight_messages, peer.inflight_bytes).unwrap();
+                    write!(
+                        out,
+                        " inflight={} ({}B)",
+                        peer.inflight_messages, peer.inflight_bytes
+                    )
+                    .unwrap();
                 }
                 if !peer.recent_active {
                     out.push_str(" inactive");
@@ -743,7 +764,9 @@ impl Runner {
         command.allow_options(&[])?;
         let id = parse_id(command.positional(0, "a node id")?)?;
         let cluster = self.cluster()?;
-        cluster.restart(id).map_err(|error| format!("restart failed: {error}"))?;
+        cluster
+            .restart(id)
+            .map_err(|error| format!("restart failed: {error}"))?;
         writeln!(out, "{}", status_line(&cluster.node(id).status())).unwrap();
         Ok(())
     }
@@ -758,7 +781,12 @@ fn is_async(cluster: &Cluster, id: NodeId) -> bool {
 /// Handles `id`'s `Ready` and prints it; on an asynchronous node only hands
 /// it out, unless `complete_async` (then persists and applies right after).
 /// Returns whether there was a `Ready`.
-fn process_ready(cluster: &mut Cluster, id: NodeId, complete_async: bool, out: &mut String) -> Result<bool, String> {
+fn process_ready(
+    cluster: &mut Cluster,
+    id: NodeId,
+    complete_async: bool,
+    out: &mut String,
+) -> Result<bool, String> {
     let error = |error: keel::Error| format!("process-ready {id} failed: {error}");
     if !is_async(cluster, id) {
         let Some(ready) = cluster.process_ready(id).map_err(error)? else {
@@ -946,7 +974,12 @@ fn status_line(status: &Status) -> String {
     if status.role == Role::Leader {
         write!(line, " uncommitted={}B", status.uncommitted_bytes).unwrap();
     } else {
-        write!(line, " election-timeout={}", status.randomized_election_timeout_ticks).unwrap();
+        write!(
+            line,
+            " election-timeout={}",
+            status.randomized_election_timeout_ticks
+        )
+        .unwrap();
     }
     line
 }
@@ -967,7 +1000,13 @@ fn format_hard_state(hard_state: &keel::HardState) -> String {
 fn write_ready(id: NodeId, ready: &Ready, mode: &str, out: &mut String) {
     writeln!(out, "> n{} ready{mode}", id.get()).unwrap();
     if let Some(soft) = ready.soft_state() {
-        writeln!(out, "  soft-state: role={} leader={}", soft.role, format_optional_id(soft.leader)).unwrap();
+        writeln!(
+            out,
+            "  soft-state: role={} leader={}",
+            soft.role,
+            format_optional_id(soft.leader)
+        )
+        .unwrap();
     }
     if let Some(hard_state) = ready.hard_state() {
         writeln!(out, "  hard-state: {}", format_hard_state(&hard_state)).unwrap();
@@ -1101,7 +1140,11 @@ fn format_envelope(envelope: &Envelope) -> String {
         )
         .unwrap(),
         Message::Propose(proposal) => {
-            let parts: Vec<String> = proposal.entries.iter().map(|entry| format_data(&entry.data)).collect();
+            let parts: Vec<String> = proposal
+                .entries
+                .iter()
+                .map(|entry| format_data(&entry.data))
+                .collect();
             write!(line, " entries=[{}]", parts.join(" ")).unwrap();
         }
     }
