@@ -25,6 +25,12 @@ pub enum Error {
     /// A read request was refused.
     #[error("read refused: {0}")]
     Read(#[from] ReadError),
+    /// A committed membership change could not be applied; nothing changed.
+    #[error("membership change not applied: {0}")]
+    ConfChange(#[from] crate::confchange::ConfChangeError),
+    /// A leadership transfer was refused.
+    #[error("transfer refused: {0}")]
+    Transfer(#[from] TransferError),
     /// The node stopped after an earlier fatal error.
     #[error("node stopped after a fatal error: {0}")]
     Stopped(Arc<str>),
@@ -102,6 +108,9 @@ pub enum ProposalError {
     /// been added yet).
     #[error("this node is not a member of the cluster")]
     NotMember,
+    /// The membership change does not apply to the current configuration.
+    #[error("invalid membership change: {0}")]
+    InvalidConfChange(crate::confchange::ConfChangeError),
     /// The proposal is empty or malformed.
     #[error("malformed proposal: {0}")]
     Malformed(&'static str),
@@ -145,4 +154,15 @@ pub enum ReadError {
     /// Lease reads need check-quorum.
     #[error("lease reads need check_quorum")]
     LeaseWithoutCheckQuorum,
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// No leader is known to ask.
+    #[error("no leader is known")]
+    NoLeader,
+    /// The target is a learner or not a member.
+    #[error("{0} is not a voter")]
+    NotVoter(NodeId),
 }

@@ -81,6 +81,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod config;
+pub mod confchange;
 mod error;
 mod log;
 mod message;
@@ -98,8 +99,9 @@ mod types;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use confchange::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition};
 pub use config::{Config, ConfigError};
-pub use error::{Error, ProposalError, ReadError, StepError, StorageError};
+pub use error::{Error, ProposalError, ReadError, StepError, StorageError, TransferError};
 pub use message::{
     Append, AppendResponse, ElectionReason, Envelope, ForwardedProposal, Heartbeat, HeartbeatResponse,
     Message, ProposedEntry, ReadIndexRequest, ReadIndexResponse, VoteKind, VoteRequest, VoteResponse,

@@ -137,6 +137,22 @@ impl<S: Storage> RawNode<S> {
         self.raft.stop_on_fatal(result)
     }
 
+    /// Hands leadership to `target` (thesis §3.10): the leader stops taking
+    /// proposals, brings the target's log up to date and tells it to
+    /// campaign at once. Watch [`Ready::soft_state`] for the outcome; the
+    /// leader gives up after an election timeout. On a follower the request
+    /// is forwarded to the leader.
+    ///
+    /// # Errors
+    /// [`TransferError::NotVoter`](crate::TransferError::NotVoter) for a
+    /// learner or unknown node, [`TransferError::NoLeader`](crate::TransferError::NoLeader)
+    /// when no leader is known.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        let result = self.raft.transfer_leader(target);
+        self.raft.stop_on_fatal(result)
+    }
+
     /// The transport could not deliver to `id`; the leader stops pipelining
     /// to it and probes until it answers again.
     pub fn report_unreachable(&mut self, id: NodeId) {
@@ -252,8 +268,43 @@ impl<S: Storage> RawNode<S> {
     /// If `index` was never handed out for applying: a runtime bug.
     pub fn on_applied(&mut self, index: Index) -> Result<(), Error> {
         self.raft.ensure_running()?;
-        self.raft.log_mut().applied_to(index);
-        Ok(())
+        let result = self.raft.on_applied(index);
+        self.raft.stop_on_fatal(result)
+    }
+
+    /// Proposes a membership change (§6). It takes effect on each node when
+    /// that node applies the entry and calls [`RawNode::apply_conf_change`].
+    /// Only one change may be pending: a second is refused until the first
+    /// is applied on the leader.
+    ///
+    /// Removing one node of a two-node cluster needs both nodes (the old
+    /// configuration's quorum is two): if the node to remove is down, the
+    /// change cannot commit. Add a third node first, then remove the dead one.
+    ///
+    /// # Errors
+    /// [`ProposalError::ConfChangePending`](crate::ProposalError::ConfChangePending),
+    /// [`ProposalError::InvalidConfChange`](crate::ProposalError::InvalidConfChange),
+    /// and the errors of [`RawNode::propose`].
+    pub fn propose_conf_change(&mut self, change: &crate::ConfChange) -> Result<(), Error> {
+        self.raft.ensure_running()?;
+        let entry = (change.entry_kind(), change.encode());
+        let result = self.raft.propose(vec![entry]);
+        self.raft.stop_on_fatal(result)
+    }
+
+    /// Applies a committed membership change (decode the entry's data with
+    /// [`ConfChange::decode`](crate::ConfChange::decode)) and returns the new
+    /// membership, which the runtime persists with the applied index. A
+    /// leader removed by the change steps down, first telling its most
+    /// up-to-date successor to campaign.
+    ///
+    /// # Errors
+    /// [`Error::ConfChange`] if the change does not apply to the current
+    /// membership; nothing changes.
+    pub fn apply_conf_change(&mut self, change: &crate::ConfChange) -> Result<crate::ConfState, Error> {
+        self.raft.ensure_running()?;
+        let result = self.raft.apply_conf_change(change);
+        self.raft.stop_on_fatal(result)
     }
 
     /// A snapshot of this node's state, for monitoring and tests.
@@ -285,6 +336,8 @@ impl<S: Storage> RawNode<S> {
             last_index: raft.log().last_index().unwrap_or(Index::ZERO),
             conf_state: raft.tracker().conf_state(),
             uncommitted_bytes: raft.uncommitted_bytes(),
+            transfer_target: raft.transfer_target(),
+            pending_conf_index: raft.pending_conf_index(),
             randomized_election_timeout_ticks: raft.randomized_election_timeout_ticks(),
             peers,
         }

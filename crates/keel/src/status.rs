@@ -23,6 +23,10 @@ pub struct Status {
     pub conf_state: ConfState,
     /// Uncommitted proposal bytes (leader).
     pub uncommitted_bytes: u64,
+    /// The node leadership is being handed to (leader only).
+    pub transfer_target: Option<NodeId>,
+    /// The index of the latest membership change in the log (leader only).
+    pub pending_conf_index: Index,
     /// The election timeout drawn for this term.
     pub randomized_election_timeout_ticks: u64,
     /// Each member's replication progress (leader only; empty otherwise).

@@ -29,6 +29,19 @@ impl<S: Storage> Raft<S> {
                 if !self.tracker.is_member(self.id) {
                     return Err(ProposalError::NotMember.into());
                 }
+                if self.transfer_target.is_some() {
+                    return Err(ProposalError::TransferInProgress.into());
+                }
+                let mut conf_changes = 0;
+                for (kind, data) in entries.clone() {
+                    if kind.is_conf_change() {
+                        conf_changes += 1;
+                        self.check_conf_change_proposal(&data)?;
+                    }
+                }
+                if conf_changes > 1 {
+                    return Err(ProposalError::Malformed("more than one conf change in a batch").into());
+                }
                 let proposed_bytes: u64 = entries.clone().map(|(_, data)| data.len() as u64).sum();
                 if !self
                     .uncommitted
@@ -206,6 +219,7 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn tick_leader(&mut self) -> Result<(), Error> {
         self.tick_reads();
+        self.tick_transfer();
         self.heartbeat_elapsed_ticks += 1;
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.config.election_timeout_ticks_min {
@@ -246,6 +260,14 @@ impl<S: Storage> Raft<S> {
                     self.on_round_acknowledged(from, round);
                 }
                 self.handle_heartbeat_response(from)
+            }
+            Message::TransferLeader { target } => {
+                self.ensure_member(from)?;
+                match self.leader_transfer(target) {
+                    // A refused forwarded request has no one to tell.
+                    Err(Error::Transfer(_)) => Ok(()),
+                    other => other,
+                }
             }
             Message::ReadIndex(request) => {
                 self.ensure_member(from)?;
@@ -312,6 +334,7 @@ impl<S: Storage> Raft<S> {
                         // Tell everyone the new commit index (deferred).
                         self.broadcast_pending = true;
                     }
+                    self.maybe_send_timeout_now(from)?;
                 }
                 self.send_appends(from, false)
             }

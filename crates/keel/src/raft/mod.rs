@@ -20,7 +20,9 @@ pub(crate) use planted;
 mod election;
 mod follower;
 mod leader;
+mod membership;
 mod read;
+mod transfer;
 mod uncommitted;
 
 use std::sync::Arc;
@@ -36,8 +38,8 @@ use crate::storage::Storage;
 use crate::tracker::ProgressTracker;
 use crate::types::{HardState, Index, NodeId, Term};
 pub(crate) use election::Campaign;
-pub use read::{ReadMode, ReadState};
 use read::Reads;
+pub use read::{ReadMode, ReadState};
 use uncommitted::Uncommitted;
 
 /// A node's role in its current term.
@@ -110,6 +112,8 @@ pub(crate) struct Raft<S> {
     dropped_reads: Vec<bytes::Bytes>,
     /// The node leadership is being transferred to (leader only).
     transfer_target: Option<NodeId>,
+    /// Leader ticks since the transfer started.
+    transfer_elapsed_ticks: u64,
 }
 
 impl<S: Storage> Raft<S> {
@@ -149,6 +153,7 @@ impl<S: Storage> Raft<S> {
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
             transfer_target: None,
+            transfer_elapsed_ticks: 0,
         };
         raft.reset_randomized_election_timeout();
         Ok(raft)
@@ -234,6 +239,10 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn transfer_target(&self) -> Option<NodeId> {
         self.transfer_target
+    }
+
+    pub(crate) fn pending_conf_index(&self) -> Index {
+        self.pending_conf_index
     }
 
     /// Fails if an earlier fatal error stopped the node.

@@ -136,7 +136,10 @@ impl<S: Storage> Raft<S> {
     fn answer_read(&mut self, index: Index, context: Bytes, requester: Option<NodeId>) {
         match requester {
             None => self.read_states.push(ReadState { index, context }),
-            Some(to) => self.send(to, Message::ReadIndexResponse(ReadIndexResponse { index, context })),
+            Some(to) => self.send(
+                to,
+                Message::ReadIndexResponse(ReadIndexResponse { index, context }),
+            ),
         }
     }
 
@@ -162,7 +165,9 @@ impl<S: Storage> Raft<S> {
         self.reads.round += 1;
         self.reads.round_wanted = false;
         let round = self.reads.round;
-        self.reads.round_started_at.push_back((round, self.reads.leader_ticks));
+        self.reads
+            .round_started_at
+            .push_back((round, self.reads.leader_ticks));
         let id = self.id;
         self.reads.acknowledged.insert(id, round);
         round
@@ -185,6 +190,12 @@ impl<S: Storage> Raft<S> {
         let entry = self.reads.acknowledged.entry(from).or_insert(0);
         *entry = (*entry).max(round);
         self.release_confirmed_reads();
+    }
+
+    pub(crate) fn release_reads_after_conf_change(&mut self) {
+        if self.role == Role::Leader {
+            self.release_confirmed_reads();
+        }
     }
 
     fn release_confirmed_reads(&mut self) {
@@ -257,7 +268,11 @@ impl<S: Storage> Raft<S> {
             return Err("pending reads out of round order".to_string());
         }
         if self.role != Role::Leader && self.reads.pending_count() != 0 {
-            return Err(format!("{} reads pending on a {}", self.reads.pending_count(), self.role));
+            return Err(format!(
+                "{} reads pending on a {}",
+                self.reads.pending_count(),
+                self.role
+            ));
         }
         Ok(())
     }

@@ -293,14 +293,34 @@ impl Cluster {
             storage.set_hard_state(hard_state)?;
         }
         self.network.extend(ready.persisted_messages().iter().cloned());
-        self.applied
-            .entry(id)
-            .or_default()
-            .extend(ready.committed_entries().iter().cloned());
         let kept = ready.clone();
-        node.advance(ready)?;
+        self.apply_entries(id, ready.committed_entries())?;
+        self.node_mut(id).advance(ready)?;
         self.check_invariants();
         Ok(Some(kept))
+    }
+
+    /// Records `entries` as applied on `id`, applying membership changes to
+    /// the node and persisting the resulting membership. A change the node
+    /// refuses is skipped, as a runtime would log it.
+    fn apply_entries(&mut self, id: NodeId, entries: &[Entry]) -> Result<(), Error> {
+        for entry in entries {
+            if entry.kind.is_conf_change() {
+                let Ok(change) = crate::confchange::ConfChange::decode(&entry.data) else {
+                    continue;
+                };
+                match self.node_mut(id).apply_conf_change(&change) {
+                    Ok(conf_state) => {
+                        let storage = self.storages.get_mut(&id).unwrap_or_else(|| panic!("no storage {id}"));
+                        storage.set_conf_state(conf_state)?;
+                    }
+                    Err(Error::ConfChange(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        self.applied.entry(id).or_default().extend(entries.iter().cloned());
+        Ok(())
     }
 
     /// Processes every node's `Ready` once. Returns whether any had one.
@@ -451,10 +471,7 @@ impl Cluster {
         let Some(batch) = self.unapplied.get_mut(&id).and_then(VecDeque::pop_front) else {
             return Ok(None);
         };
-        self.applied
-            .entry(id)
-            .or_default()
-            .extend(batch.entries.iter().cloned());
+        self.apply_entries(id, &batch.entries)?;
         self.node_mut(id).on_applied(batch.applied_index)?;
         self.check_invariants();
         Ok(Some(batch))

@@ -1,0 +1,89 @@
+//! Membership changes in the protocol: proposing them (one pending at a
+//! time), switching to a new configuration when one is applied, leaving a
+//! joint configuration automatically, and a removed leader stepping down.
+
+use bytes::Bytes;
+
+use crate::confchange::{self, ConfChange};
+use crate::error::{Error, ProposalError};
+use crate::message::Message;
+use crate::raft::{Raft, Role};
+use crate::storage::Storage;
+use crate::types::{ConfState, EntryKind, Index};
+
+impl<S: Storage> Raft<S> {
+    /// Checks a membership change the leader is about to append: only one
+    /// may be pending, and it must apply to the current configuration.
+    pub(crate) fn check_conf_change_proposal(&self, data: &Bytes) -> Result<(), Error> {
+        let change = ConfChange::decode(data).map_err(|_| ProposalError::Malformed("undecodable conf change"))?;
+        if self.pending_conf_index > self.log.applied() {
+            return Err(ProposalError::ConfChangePending {
+                pending_index: self.pending_conf_index,
+            }
+            .into());
+        }
+        confchange::apply(&self.tracker.conf_state(), &change).map_err(ProposalError::InvalidConfChange)?;
+        Ok(())
+    }
+
+    /// Switches to the configuration that results from an applied change.
+    pub(crate) fn apply_conf_change(&mut self, change: &ConfChange) -> Result<ConfState, Error> {
+        let next = confchange::apply(&self.tracker.conf_state(), change)?;
+        let next_index = self.log.last_index()?.next();
+        self.tracker.apply_conf_state(&next, next_index);
+        if self.role != Role::Leader {
+            return Ok(next);
+        }
+        if !self.tracker.is_voter(self.id) {
+            self.step_down_after_removal();
+            return Ok(next);
+        }
+        if self.transfer_target.is_some_and(|target| !self.tracker.is_voter(target)) {
+            self.transfer_target = None;
+        }
+        let id = self.id;
+        if let Some(progress) = self.tracker.progress_mut(id) {
+            progress.set_recent_active(true);
+        }
+        // Quorums changed: the commit index and waiting reads may move, and
+        // new members need the log.
+        if self.maybe_commit()? {
+            self.broadcast_pending = true;
+        }
+        self.release_reads_after_conf_change();
+        self.broadcast_pending = true;
+        Ok(next)
+    }
+
+    /// A leader no longer among the voters hands over to the most
+    /// up-to-date voter (so the cluster need not wait for an election
+    /// timeout) and steps down.
+    fn step_down_after_removal(&mut self) {
+        let successor = self
+            .tracker
+            .iter()
+            .filter(|(id, progress)| *id != self.id && !progress.is_learner())
+            .max_by_key(|(id, progress)| (progress.matched(), std::cmp::Reverse(*id)))
+            .map(|(id, progress)| (id, progress.matched()));
+        let last = self.log.last_index().unwrap_or(Index::ZERO);
+        if let Some((successor, matched)) = successor {
+            if matched == last {
+                self.send(successor, Message::TimeoutNow);
+            }
+        }
+        self.become_follower(self.term, None);
+    }
+
+    /// The application applied up to `index`: a leader in a joint
+    /// configuration with auto-leave proposes leaving it once the change
+    /// that entered it is applied.
+    pub(crate) fn on_applied(&mut self, index: Index) -> Result<(), Error> {
+        self.log.applied_to(index);
+        let conf = self.tracker.conf_state();
+        if self.role == Role::Leader && conf.auto_leave && conf.is_joint() && index >= self.pending_conf_index {
+            let leave = ConfChange::leave_joint();
+            self.append_entries(std::iter::once((EntryKind::ConfChangeV2, leave.encode())))?;
+        }
+        Ok(())
+    }
+}
