@@ -80,7 +80,7 @@ pub enum ProposalError {
     #[error("no leader is known")]
     NoLeader,
     /// This node is not the leader and forwarding is disabled.
-    #[error("not the leader (leader: {leader:?})")]
+    #[error("not the leader (leader: {})", leader.map_or_else(|| "unknown".to_string(), |id| id.to_string()))]
     NotLeader {
         /// The leader, if known.
         leader: Option<NodeId>,

@@ -80,8 +80,8 @@
 
 #![warn(clippy::unwrap_used)]
 
-mod config;
 pub mod confchange;
+mod config;
 mod error;
 mod log;
 mod message;

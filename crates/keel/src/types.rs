@@ -417,6 +417,24 @@ pub struct SnapshotMetadata {
 }
 
 impl SnapshotMetadata {
+    /// The snapshot every founding member of a new cluster starts from: the
+    /// initial membership at index 1, term 1, with an empty state. Nodes
+    /// added later start empty; the leader sends them this snapshot (or a
+    /// newer one), which is how they learn the membership that was never
+    /// written to the log.
+    ///
+    /// ```
+    /// use keel::{ConfState, Index, NodeId, SnapshotMetadata};
+    /// let founders = SnapshotMetadata::bootstrap(ConfState::with_voters([1, 2, 3].map(NodeId::new)));
+    /// assert_eq!(founders.last.index, Index::new(1));
+    /// ```
+    pub fn bootstrap(conf_state: ConfState) -> Self {
+        SnapshotMetadata {
+            last: LogId::new(Term::new(1), Index::new(1)),
+            conf_state,
+        }
+    }
+
     /// Whether this is the metadata of "no snapshot" (index 0).
     pub fn is_empty(&self) -> bool {
         self.last.index == Index::ZERO

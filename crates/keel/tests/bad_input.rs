@@ -15,7 +15,8 @@ fn id(raw: u64) -> NodeId {
     NodeId::new(raw)
 }
 
-/// A settled three-node cluster led by node 1 in term 1, with 3 entries.
+/// A settled three-node cluster led by node 1 in term 1: the bootstrap
+/// snapshot at index 1, then entries 2 (the leader's empty entry) to 4.
 fn led_cluster() -> Cluster {
     let mut cluster = Cluster::new(ClusterOptions::voters(3)).unwrap();
     cluster.campaign(id(1)).unwrap();
@@ -148,22 +149,22 @@ fn append_beyond_the_log_is_rejected_with_a_hint_not_a_panic() {
         response,
         AppendResponse::Rejected {
             rejected: Index::new(50),
-            hint: log_id(1, 3),
+            hint: log_id(1, 4),
         }
     );
-    assert_eq!(cluster.node(id(2)).status().last_index, Index::new(3));
+    assert_eq!(cluster.node(id(2)).status().last_index, Index::new(4));
 }
 
 #[test]
 fn entries_rewriting_committed_entries_are_ignored() {
     let mut cluster = led_cluster();
     let committed = cluster.node(id(2)).status().hard_state.commit;
-    assert_eq!(committed, Index::new(3));
+    assert_eq!(committed, Index::new(4));
     let before = cluster.node(id(2)).storage().all_entries();
     // A "leader" of term 2 claims index 1 matches and rewrites committed
-    // indexes 2 and 3. Committed entries never change: the follower only
+    // indexes 2 to 4. Committed entries never change: the follower only
     // answers with its commit index.
-    let rewrite = append(3, 2, 2, log_id(1, 1), entries(2, 2, 3), 3);
+    let rewrite = append(3, 2, 2, log_id(1, 1), entries(2, 2, 4), 4);
     cluster.node_mut(id(2)).step(rewrite).unwrap();
     cluster.check_invariants();
     let ready = cluster.node_mut(id(2)).ready().unwrap();
@@ -198,7 +199,7 @@ fn heartbeat_commit_beyond_the_log_is_capped() {
     );
     cluster.node_mut(id(2)).step(heartbeat).unwrap();
     cluster.check_invariants();
-    assert_eq!(cluster.node(id(2)).status().hard_state.commit, Index::new(3));
+    assert_eq!(cluster.node(id(2)).status().hard_state.commit, Index::new(4));
 }
 
 #[test]

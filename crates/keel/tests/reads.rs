@@ -114,9 +114,20 @@ fn thesis_6_4_a_deposed_leader_never_confirms_a_read() {
         }
         cluster.stabilize().unwrap();
     }
-    assert!(states.is_empty(), "an isolated leader confirmed a read: {states:?}");
-    assert_ne!(cluster.node(id(1)).status().role, Role::Leader, "check-quorum stepped it down");
-    assert_eq!(dropped, vec![Bytes::from_static(b"stale?")], "the caller learns the read is abandoned");
+    assert!(
+        states.is_empty(),
+        "an isolated leader confirmed a read: {states:?}"
+    );
+    assert_ne!(
+        cluster.node(id(1)).status().role,
+        Role::Leader,
+        "check-quorum stepped it down"
+    );
+    assert_eq!(
+        dropped,
+        vec![Bytes::from_static(b"stale?")],
+        "the caller learns the read is abandoned"
+    );
 }
 
 #[test]
@@ -140,7 +151,10 @@ fn thesis_6_4_a_new_leader_waits_for_its_first_commit_before_answering() {
         cluster.process_all_ready().unwrap();
         let in_flight = cluster.take_in_flight();
         for envelope in in_flight {
-            if matches!(envelope.message, keel::Message::Vote(_) | keel::Message::VoteResponse(_)) {
+            if matches!(
+                envelope.message,
+                keel::Message::Vote(_) | keel::Message::VoteResponse(_)
+            ) {
                 cluster.deliver(envelope).unwrap();
             }
         }
@@ -155,7 +169,10 @@ fn thesis_6_4_a_new_leader_waits_for_its_first_commit_before_answering() {
     assert_eq!(states.len(), 1);
     let (index, _) = &states[0];
     let last = cluster.node(id(2)).status().last_index;
-    assert!(*index > leader_commit, "read index {index} must cover the new term's entry");
+    assert!(
+        *index > leader_commit,
+        "read index {index} must cover the new term's entry"
+    );
     assert_eq!(*index, last);
 }
 
@@ -211,7 +228,10 @@ fn thesis_6_4_1_an_expired_lease_falls_back_to_a_heartbeat_round() {
         .read_index(Bytes::from_static(b"lease"), ReadMode::Lease)
         .unwrap();
     let states = stabilize_collecting(&mut cluster, id(1));
-    assert!(states.is_empty(), "a lease past the election timeout must not answer");
+    assert!(
+        states.is_empty(),
+        "a lease past the election timeout must not answer"
+    );
 }
 
 #[test]
@@ -225,5 +245,8 @@ fn thesis_6_4_1_lease_reads_need_check_quorum() {
         .node_mut(id(1))
         .read_index(Bytes::from_static(b"r"), ReadMode::Lease)
         .unwrap_err();
-    assert!(matches!(error, Error::Read(ReadError::LeaseWithoutCheckQuorum)), "{error}");
+    assert!(
+        matches!(error, Error::Read(ReadError::LeaseWithoutCheckQuorum)),
+        "{error}"
+    );
 }

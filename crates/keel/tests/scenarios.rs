@@ -66,7 +66,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use keel::testing::{Cluster, ClusterOptions, Delivery};
+use keel::testing::{Bootstrap, Cluster, ClusterOptions, Delivery};
 use keel::{
     AppendResponse, Config, Entry, EntryKind, Envelope, Message, NodeId, Ready, Role, Status, VoteKind,
 };
@@ -457,6 +457,13 @@ impl Runner {
             .parse()
             .map_err(|_| "add-nodes needs a number".to_string())?;
         let mut options = ClusterOptions::voters(count);
+        // Scenarios that add nodes later need the founders' membership in a
+        // snapshot; the others keep logs that start at index 1.
+        if command.option::<bool>("bootstrap-snapshot")?.unwrap_or(false) {
+            options.bootstrap = Bootstrap::Snapshot;
+        } else {
+            options.bootstrap = Bootstrap::MembershipOnly;
+        }
         let config: &mut Config = &mut options.config;
         if let Some(value) = command.option("pre-vote")? {
             config.pre_vote = value;

@@ -336,7 +336,19 @@ impl<S: Storage> Raft<S> {
                     }
                     self.maybe_send_timeout_now(from)?;
                 }
-                self.send_appends(from, false)
+                self.send_appends(from, false)?;
+                // A follower that has not seen the commit index yet learns
+                // it at the next flush: one message however many
+                // acknowledgements arrive before it.
+                let committed = self.log.committed();
+                if self
+                    .tracker
+                    .progress(from)
+                    .is_some_and(|progress| progress.sent_commit() < committed)
+                {
+                    self.broadcast_pending = true;
+                }
+                Ok(())
             }
             AppendResponse::Rejected { rejected, hint } => {
                 let next_probe = if hint.term > crate::types::Term::ZERO {

@@ -15,7 +15,8 @@ impl<S: Storage> Raft<S> {
     /// Checks a membership change the leader is about to append: only one
     /// may be pending, and it must apply to the current configuration.
     pub(crate) fn check_conf_change_proposal(&self, data: &Bytes) -> Result<(), Error> {
-        let change = ConfChange::decode(data).map_err(|_| ProposalError::Malformed("undecodable conf change"))?;
+        let change =
+            ConfChange::decode(data).map_err(|_| ProposalError::Malformed("undecodable conf change"))?;
         if self.pending_conf_index > self.log.applied() {
             return Err(ProposalError::ConfChangePending {
                 pending_index: self.pending_conf_index,
@@ -38,7 +39,10 @@ impl<S: Storage> Raft<S> {
             self.step_down_after_removal();
             return Ok(next);
         }
-        if self.transfer_target.is_some_and(|target| !self.tracker.is_voter(target)) {
+        if self
+            .transfer_target
+            .is_some_and(|target| !self.tracker.is_voter(target))
+        {
             self.transfer_target = None;
         }
         let id = self.id;
@@ -80,7 +84,8 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn on_applied(&mut self, index: Index) -> Result<(), Error> {
         self.log.applied_to(index);
         let conf = self.tracker.conf_state();
-        if self.role == Role::Leader && conf.auto_leave && conf.is_joint() && index >= self.pending_conf_index {
+        if self.role == Role::Leader && conf.auto_leave && conf.is_joint() && index >= self.pending_conf_index
+        {
             let leave = ConfChange::leave_joint();
             self.append_entries(std::iter::once((EntryKind::ConfChangeV2, leave.encode())))?;
         }

@@ -492,8 +492,9 @@ impl<S: Storage> Raft<S> {
                     .tracker
                     .progress_mut(id)
                     .is_some_and(|progress| progress.maybe_update(persisted));
-                if updated {
-                    self.maybe_commit()?;
+                if updated && self.maybe_commit()? {
+                    // Followers learn the new commit index at the next flush.
+                    self.broadcast_pending = true;
                 }
             }
         }

@@ -40,9 +40,18 @@ impl<S: Storage> Raft<S> {
         }
         self.transfer_target = Some(target);
         self.transfer_elapsed_ticks = 0;
-        self.maybe_send_timeout_now(target)?;
-        if self.transfer_target.is_some() {
-            self.send_appends(target, false)?;
+        let last = self.log.last_index()?;
+        if self
+            .tracker
+            .progress(target)
+            .is_some_and(|progress| progress.matched() == last)
+        {
+            self.maybe_send_timeout_now(target)?;
+        } else {
+            // An append even with nothing new: if the target lost earlier
+            // ones, its rejection restarts replication to it now rather
+            // than at the next heartbeat.
+            self.send_appends(target, true)?;
         }
         Ok(())
     }

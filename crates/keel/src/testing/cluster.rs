@@ -18,6 +18,20 @@ pub struct ClusterOptions {
     pub voters: Vec<NodeId>,
     /// A config template; `id` and `rng_seed` are set per node.
     pub config: Config,
+    /// How the founders' storage holds the initial membership.
+    pub bootstrap: Bootstrap,
+}
+
+/// How a [`Cluster`]'s founding members start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// From [`SnapshotMetadata::bootstrap`](crate::SnapshotMetadata::bootstrap):
+    /// the membership in a snapshot at index 1, so nodes added later learn it.
+    /// What a real deployment does.
+    Snapshot,
+    /// The membership only in storage, the log empty from index 1. Simpler
+    /// logs for scenarios that never add nodes.
+    MembershipOnly,
 }
 
 impl ClusterOptions {
@@ -26,6 +40,7 @@ impl ClusterOptions {
         ClusterOptions {
             voters: (1..=count).map(NodeId::new).collect(),
             config: Config::new(NodeId::new(1)),
+            bootstrap: Bootstrap::Snapshot,
         }
     }
 }
@@ -95,7 +110,8 @@ pub struct ApplyBatch {
 impl Cluster {
     /// Starts every founding voter with an empty log.
     pub fn new(options: ClusterOptions) -> Result<Self, Error> {
-        let conf_state = ConfState::with_voters(options.voters.iter().copied());
+        let bootstrap =
+            crate::types::SnapshotMetadata::bootstrap(ConfState::with_voters(options.voters.iter().copied()));
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
             storages: BTreeMap::new(),
@@ -115,7 +131,14 @@ impl Cluster {
                 .rng_seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add(id.get());
-            let storage = MemStorage::new_with_conf_state(conf_state.clone());
+            let storage = match options.bootstrap {
+                Bootstrap::Snapshot => {
+                    let mut storage = MemStorage::new();
+                    storage.apply_snapshot(bootstrap.clone())?;
+                    storage
+                }
+                Bootstrap::MembershipOnly => MemStorage::new_with_conf_state(bootstrap.conf_state.clone()),
+            };
             cluster.add_node(config, storage)?;
         }
         Ok(cluster)
@@ -311,7 +334,10 @@ impl Cluster {
                 };
                 match self.node_mut(id).apply_conf_change(&change) {
                     Ok(conf_state) => {
-                        let storage = self.storages.get_mut(&id).unwrap_or_else(|| panic!("no storage {id}"));
+                        let storage = self
+                            .storages
+                            .get_mut(&id)
+                            .unwrap_or_else(|| panic!("no storage {id}"));
                         storage.set_conf_state(conf_state)?;
                     }
                     Err(Error::ConfChange(_)) => {}
@@ -319,7 +345,10 @@ impl Cluster {
                 }
             }
         }
-        self.applied.entry(id).or_default().extend(entries.iter().cloned());
+        self.applied
+            .entry(id)
+            .or_default()
+            .extend(entries.iter().cloned());
         Ok(())
     }
 

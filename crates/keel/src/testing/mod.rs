@@ -7,5 +7,5 @@
 mod cluster;
 mod conformance;
 
-pub use cluster::{ApplyBatch, Cluster, ClusterOptions, Delivery};
+pub use cluster::{ApplyBatch, Bootstrap, Cluster, ClusterOptions, Delivery};
 pub use conformance::{entries, entry, run_storage_conformance};
