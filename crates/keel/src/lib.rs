@@ -108,7 +108,7 @@ pub use message::{
 };
 #[cfg(feature = "planted-bugs")]
 pub use planted_bugs::PlantedBug;
-pub use raft::{ReadMode, ReadState, Role};
+pub use raft::{ReadMode, ReadState, Role, SnapshotOutcome};
 pub use raw_node::RawNode;
 pub use ready::{PersistMarker, Ready, SoftState};
 pub use status::{PeerStatus, Status};

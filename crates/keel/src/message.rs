@@ -208,6 +208,9 @@ pub struct Heartbeat {
 pub struct HeartbeatResponse {
     /// The heartbeat's read round, echoed.
     pub read_round: Option<u64>,
+    /// The responder's election priority, so the leader can hand over to a
+    /// preferred node.
+    pub priority: u64,
 }
 
 /// A follower's request for a read index.

@@ -121,6 +121,16 @@ impl<S: Storage> RawNode<S> {
         self.raft.stop_on_fatal(result)
     }
 
+    /// Reports how sending a snapshot to `id` ended. The runtime must call
+    /// this after every snapshot it streams: while a snapshot is in flight
+    /// the leader sends that follower nothing else, so a transfer that is
+    /// never reported would pause it forever. `Failed` (or
+    /// [`RawNode::report_unreachable`]) makes the leader probe again and,
+    /// if the follower still needs it, send a fresh snapshot.
+    pub fn report_snapshot(&mut self, id: NodeId, outcome: crate::SnapshotOutcome) {
+        self.raft.report_snapshot(id, outcome);
+    }
+
     /// Asks for a linearizable read (thesis §6.4). When confirmed, a later
     /// [`Ready::read_states`] holds a [`ReadState`](crate::ReadState) with the
     /// same `context` and the index to wait for: serve the read once the

@@ -329,7 +329,10 @@ fn any_envelope() -> impl Strategy<Value = Envelope> {
             commit: Index::new(commit),
             read_round: None
         })),
-        Just(Message::HeartbeatResponse(HeartbeatResponse { read_round: None })),
+        Just(Message::HeartbeatResponse(HeartbeatResponse {
+            read_round: None,
+            priority: 0
+        })),
         Just(Message::TimeoutNow),
         Just(Message::ReadIndex(ReadIndexRequest {
             context: Bytes::from_static(b"r")

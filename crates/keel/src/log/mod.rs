@@ -364,6 +364,14 @@ impl<S: Storage> RaftLog<S> {
         if self.committed > last {
             return Err(format!("committed {} beyond last index {last}", self.committed));
         }
+        let first = self.first_index().map_err(|error| error.to_string())?;
+        if first.prev() > self.applying && !self.apply_before_commit {
+            return Err(format!(
+                "snapshot index {} ahead of what was handed out for applying ({})",
+                first.prev(),
+                self.applying
+            ));
+        }
         let stable_last = self.storage.last_index().map_err(|error| error.to_string())?;
         if self.unstable.snapshot().is_none() && self.unstable.offset() > stable_last.next() {
             return Err(format!(

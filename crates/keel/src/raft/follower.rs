@@ -118,6 +118,7 @@ impl<S: Storage> Raft<S> {
         self.log.commit_to(heartbeat.commit.min(last));
         let response = HeartbeatResponse {
             read_round: heartbeat.read_round,
+            priority: self.config.priority,
         };
         self.send(from, Message::HeartbeatResponse(response));
         Ok(())

@@ -11,6 +11,15 @@ use crate::message::{
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 use crate::tracker::ProgressState;
+
+/// How sending a snapshot to a follower ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SnapshotOutcome {
+    /// The follower received all of it.
+    Delivered,
+    /// The transfer broke off; it will be retried.
+    Failed,
+}
 use crate::types::{Entry, EntryKind, Index, LogId, NodeId};
 
 impl<S: Storage> Raft<S> {
@@ -231,6 +240,7 @@ impl<S: Storage> Raft<S> {
                     self.become_follower(self.term, None);
                     return Ok(());
                 }
+                self.maybe_hand_over_to_preferred()?;
                 let id = self.id;
                 for (member, progress) in self.tracker.iter_mut() {
                     progress.set_recent_active(member == id);
@@ -258,6 +268,9 @@ impl<S: Storage> Raft<S> {
                 self.ensure_member(from)?;
                 if let Some(round) = response.read_round {
                     self.on_round_acknowledged(from, round);
+                }
+                if let Some(progress) = self.tracker.progress_mut(from) {
+                    progress.set_priority(response.priority);
                 }
                 self.handle_heartbeat_response(from)
             }
@@ -420,14 +433,39 @@ impl<S: Storage> Raft<S> {
     }
 
     /// The transport could not reach `id`: stop pipelining to it, probe.
+    /// A snapshot in flight to it is taken as failed: its stream broke with
+    /// the connection.
     pub(crate) fn report_unreachable(&mut self, id: NodeId) {
         if self.role != Role::Leader {
             return;
         }
         if let Some(progress) = self.tracker.progress_mut(id) {
-            if progress.state() == ProgressState::Replicate {
-                progress.become_probe();
+            match progress.state() {
+                ProgressState::Replicate => progress.become_probe(),
+                ProgressState::Snapshot { .. } => progress.abort_snapshot(),
+                ProgressState::Probe => {}
             }
+        }
+    }
+
+    /// The runtime finished sending the snapshot to `id`, or failed to.
+    pub(crate) fn report_snapshot(&mut self, id: NodeId, outcome: SnapshotOutcome) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(progress) = self.tracker.progress_mut(id) else {
+            return;
+        };
+        let ProgressState::Snapshot { .. } = progress.state() else {
+            return;
+        };
+        match outcome {
+            // Probe from just past the snapshot; the follower's answer to
+            // the next append confirms it installed it.
+            SnapshotOutcome::Delivered => progress.become_probe(),
+            // Back to probing from what it has: the next append finds the
+            // entries compacted and sends a fresh snapshot.
+            SnapshotOutcome::Failed => progress.abort_snapshot(),
         }
     }
 }

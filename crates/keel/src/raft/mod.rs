@@ -38,6 +38,7 @@ use crate::storage::Storage;
 use crate::tracker::ProgressTracker;
 use crate::types::{HardState, Index, NodeId, Term};
 pub(crate) use election::Campaign;
+pub use leader::SnapshotOutcome;
 use read::Reads;
 pub use read::{ReadMode, ReadState};
 use uncommitted::Uncommitted;
@@ -360,7 +361,10 @@ impl<S: Storage> Raft<S> {
                 // it with higher terms).
                 self.send(
                     envelope.from,
-                    Message::HeartbeatResponse(HeartbeatResponse { read_round: None }),
+                    Message::HeartbeatResponse(HeartbeatResponse {
+                        read_round: None,
+                        priority: self.config.priority,
+                    }),
                 );
             }
             Message::Vote(request) if request.kind == VoteKind::PreVote => {
@@ -504,6 +508,10 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         self.log.check_invariants()?;
         self.tracker.check_invariants()?;
+        self.tracker
+            .conf_state()
+            .validate()
+            .map_err(|error| format!("membership invalid: {error}"))?;
         if let Some((term, first, second)) = self.conflicting_leader {
             return Err(format!("two leaders in term {term}: {first} and {second}"));
         }

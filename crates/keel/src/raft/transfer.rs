@@ -72,6 +72,36 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// A leader of lower priority than a healthy, caught-up voter hands
+    /// leadership to the highest such voter, so leadership settles where
+    /// the operator prefers it (votes alone cannot ensure that: two
+    /// low-priority nodes can elect each other). Called once per
+    /// check-quorum period; only ever moves to a strictly higher priority,
+    /// so it cannot ping-pong.
+    pub(crate) fn maybe_hand_over_to_preferred(&mut self) -> Result<(), Error> {
+        if self.transfer_target.is_some() {
+            return Ok(());
+        }
+        let last = self.log.last_index()?;
+        let own_priority = self.config.priority;
+        let preferred = self
+            .tracker
+            .iter()
+            .filter(|(id, progress)| {
+                *id != self.id
+                    && !progress.is_learner()
+                    && progress.recent_active()
+                    && progress.matched() == last
+                    && progress.priority() > own_priority
+            })
+            .max_by_key(|(id, progress)| (progress.priority(), std::cmp::Reverse(*id)))
+            .map(|(id, _)| id);
+        match preferred {
+            Some(target) => self.leader_transfer(target),
+            None => Ok(()),
+        }
+    }
+
     /// Counts a leader tick against the transfer; gives up after an
     /// election timeout so the cluster does not stay without writes.
     pub(crate) fn tick_transfer(&mut self) {

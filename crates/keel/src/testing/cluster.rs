@@ -352,6 +352,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Takes a snapshot on `id` at its applied index (with its current
+    /// membership) and discards the log up to `through` (at most the
+    /// applied index), as an application compacting its log would.
+    pub fn compact(&mut self, id: NodeId, through: Index) -> Result<(), Error> {
+        let status = self.node(id).status();
+        let applied = status.applied;
+        let through = through.min(applied);
+        let storage = self
+            .storages
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no storage {id}"));
+        let term = crate::Storage::term(storage, applied)?;
+        let metadata = crate::types::SnapshotMetadata {
+            last: crate::types::LogId::new(term, applied),
+            conf_state: status.conf_state,
+        };
+        storage.create_snapshot(metadata)?;
+        storage.compact(through)?;
+        self.check_invariants();
+        Ok(())
+    }
+
     /// Processes every node's `Ready` once. Returns whether any had one.
     pub fn process_all_ready(&mut self) -> Result<bool, Error> {
         let mut any = false;
@@ -387,17 +409,32 @@ impl Cluster {
     /// Like [`Cluster::deliver`], but says what became of the message:
     /// delivered, dropped (cut link, no such node) or refused by the
     /// recipient. Fatal errors are returned.
+    ///
+    /// A snapshot message stands for the whole snapshot transfer: like a
+    /// runtime's transport, the cluster reports its outcome to the sender
+    /// with [`RawNode::report_snapshot`].
     pub fn deliver_traced(&mut self, envelope: Envelope) -> Result<Delivery, Error> {
+        let snapshot_from = matches!(envelope.message, crate::Message::Snapshot(_)).then_some(envelope.from);
+        let report = |cluster: &mut Cluster, outcome| {
+            if let Some(from) = snapshot_from {
+                if let Some(sender) = cluster.nodes.get_mut(&from) {
+                    sender.report_snapshot(envelope.to, outcome);
+                }
+            }
+        };
         if !self.nodes.contains_key(&envelope.to) {
             self.dropped_count += 1;
+            report(self, crate::SnapshotOutcome::Failed);
             return Ok(Delivery::NoRecipient);
         }
         if self.is_cut(envelope.from, envelope.to) {
             self.dropped_count += 1;
+            report(self, crate::SnapshotOutcome::Failed);
             return Ok(Delivery::Cut);
         }
         let to = envelope.to;
-        let result = self.node_mut(to).step(envelope);
+        let result = self.node_mut(to).step(envelope.clone());
+        report(self, crate::SnapshotOutcome::Delivered);
         self.check_invariants();
         match result {
             Ok(()) => Ok(Delivery::Delivered),

@@ -129,7 +129,9 @@ impl ProgressTracker {
     pub(crate) fn reset_progress(&mut self, next: Index) {
         let (max_messages, max_bytes) = (self.max_inflight_messages, self.max_inflight_bytes);
         for (_, progress) in &mut self.progress {
+            let priority = progress.priority();
             *progress = Progress::new(next, max_messages, max_bytes, progress.is_learner());
+            progress.set_priority(priority);
         }
     }
 

@@ -52,6 +52,8 @@ pub struct Progress {
     sent_commit: Index,
     inflights: Inflights,
     is_learner: bool,
+    /// The member's election priority, as last reported.
+    priority: u64,
 }
 
 impl Progress {
@@ -71,6 +73,7 @@ impl Progress {
             sent_commit: Index::ZERO,
             inflights: Inflights::new(max_inflight_messages, max_inflight_bytes),
             is_learner,
+            priority: 0,
         }
     }
 
@@ -102,6 +105,15 @@ impl Progress {
     /// The append messages in flight.
     pub fn inflights(&self) -> &Inflights {
         &self.inflights
+    }
+
+    /// The member's election priority, as last reported.
+    pub fn priority(&self) -> u64 {
+        self.priority
+    }
+
+    pub(crate) fn set_priority(&mut self, priority: u64) {
+        self.priority = priority;
     }
 
     pub(crate) fn set_learner(&mut self, is_learner: bool) {
@@ -144,6 +156,13 @@ impl Progress {
         };
         self.reset_state(ProgressState::Probe);
         self.next = next;
+    }
+
+    /// The snapshot in flight failed: probe from what the member is known
+    /// to have.
+    pub(crate) fn abort_snapshot(&mut self) {
+        self.reset_state(ProgressState::Probe);
+        self.next = self.matched.next();
     }
 
     pub(crate) fn become_replicate(&mut self) {
