@@ -244,7 +244,7 @@ fn figure_13_a_snapshot_within_the_log_keeps_the_following_entries() {
         "entries after the snapshot are kept (rule 6)"
     );
     assert!(after.hard_state.commit >= commit.min(Index::new(3)));
-    assert!(!cluster.node_mut(id(3)).ready().unwrap().snapshot().is_some());
+    assert!(cluster.node_mut(id(3)).ready().unwrap().snapshot().is_none());
 }
 
 #[test]
