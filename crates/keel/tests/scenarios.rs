@@ -30,7 +30,23 @@
 //! - `add-nodes N [pre-vote=B] [check-quorum=B] [max-inflight=N]
 //!   [max-inflight-bytes=N] [max-uncommitted-bytes=N] [max-message-bytes=N]
 //!   [forward=B] [async=B] [election-min=N] [election-max=N] [heartbeat=N]
-//!   [seed=N]`: starts a cluster of voters `1..=N`.
+//!   [seed=N] [bootstrap-snapshot=B] [priorities=P1,P2,...]`: starts a
+//!   cluster of voters `1..=N`. With `bootstrap-snapshot=true` the founders
+//!   start from a snapshot at index 1 holding the membership (so nodes added
+//!   later learn it); `priorities` sets each founder's election priority.
+//! - `add-node ID`: starts an empty node (no log, no membership) with the
+//!   founders' settings, waiting to be added by a membership change.
+//! - `conf-change ID [add-voter=IDS] [add-learner=IDS] [remove=IDS]
+//!   [transition=auto|implicit|explicit]` or `conf-change ID leave-joint`:
+//!   proposes a membership change on `ID` (IDS: `4` or `4,5`); prints `ok`
+//!   or the refusal.
+//! - `transfer-leader ID TARGET`: asks `ID` to hand leadership to `TARGET`.
+//! - `read-index ID CONTEXT [mode=safe|lease]`: asks `ID` for a read index;
+//!   read states and dropped reads show up in its `Ready`.
+//! - `compact ID [INDEX]`: snapshot at the applied index, discard the log
+//!   up to INDEX (default: the applied index).
+//! - `report-snapshot ID TO delivered|failed`, `report-unreachable ID TO`:
+//!   what a transport reports to leader `ID` about `TO`.
 //! - `campaign ID`: the node starts an election (pre-vote first if enabled).
 //! - `propose ID DATA [bytes=N]`: proposes DATA (repeated to N bytes); prints
 //!   `ok` or the error.
@@ -49,11 +65,14 @@
 //! - `persist ID [count=N]`: (async) makes the oldest handed-out writes
 //!   durable, then releases the messages that waited for them.
 //! - `apply ID [count=N]`: (async) applies handed-out committed entries.
-//! - `stabilize`: process-ready (plus persist and apply on async nodes) and
-//!   deliver until nothing moves, printing everything.
+//! - `stabilize [quiet=true]`: process-ready (plus persist and apply on
+//!   async nodes) and deliver until nothing moves, printing everything (with
+//!   `quiet=true`, only role changes: for setting the stage).
 //! - `partition 1,2 3`, `isolate ID`, `cut FROM TO`, `heal`.
-//! - `raft-log ID`: the entries in the node's storage.
-//! - `status IDS`: role, term, leader, commit, applied; peers if leader.
+//! - `raft-log ID`: the entries in the node's storage (and its snapshot).
+//! - `status IDS`: role, term, leader, commit, applied; peers if leader; the
+//!   membership (`conf:` line) when it is relevant: in clusters started with
+//!   `bootstrap-snapshot=true`, or when it is not the founders' any more.
 //! - `restart ID`: crash and restart from storage.
 //!
 //! Every node's invariants are checked after every step and every command.
@@ -68,7 +87,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use keel::testing::{Bootstrap, Cluster, ClusterOptions, Delivery};
 use keel::{
-    AppendResponse, Config, Entry, EntryKind, Envelope, Message, NodeId, Ready, Role, Status, VoteKind,
+    AppendResponse, ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config,
+    Entry, EntryKind, Envelope, MemStorage, Message, NodeId, ReadMode, Ready, Role, SnapshotMetadata,
+    SnapshotOutcome, Status, Storage, StorageWrite, VoteKind,
 };
 
 // ----- the list of scenario files: one test each --------------------------------
@@ -110,6 +131,29 @@ scenarios!(
     stale_term_messages,
     duplicate_reordered_appends,
     message_batching,
+    snapshot_lagging_follower,
+    snapshot_failure_retry,
+    snapshot_crash_before_persist,
+    compaction_during_replication,
+    conf_add_voter,
+    conf_remove_voter,
+    learner_replication,
+    learner_promote,
+    voter_demote,
+    joint_auto_leave,
+    joint_explicit_leave,
+    remove_leader,
+    conf_change_pending_refused,
+    removed_server_cannot_disrupt,
+    transfer_leader_success,
+    transfer_leader_lagging_target,
+    transfer_leader_target_down,
+    transfer_leader_to_learner_refused,
+    read_index_leader,
+    read_index_follower,
+    read_index_new_leader,
+    read_lease_check_quorum,
+    priority_election,
 );
 
 /// Every `.txt` file in the directory has a test above, so none is silently
@@ -372,6 +416,12 @@ struct Runner {
     cluster: Option<Cluster>,
     /// Messages held aside by `stash-msgs`.
     stash: Vec<Envelope>,
+    /// The founders' config template, for nodes added later.
+    template: Option<Config>,
+    /// The founding membership.
+    founders: ConfState,
+    /// Whether `status` always shows the membership.
+    show_conf: bool,
 }
 
 type CommandResult = Result<String, String>;
@@ -399,7 +449,7 @@ impl Runner {
             "process-ready" => self.process_ready_command(&command, &mut out)?,
             "persist" => self.persist(&command, &mut out)?,
             "apply" => self.apply(&command, &mut out)?,
-            "stabilize" => self.stabilize(&mut out)?,
+            "stabilize" => self.stabilize(&command, &mut out)?,
             "partition" => self.partition(&command, &mut out)?,
             "isolate" => {
                 let id = parse_id(command.positional(0, "a node id")?)?;
@@ -419,6 +469,13 @@ impl Runner {
             "raft-log" => self.raft_log(&command, &mut out)?,
             "status" => self.status(&command, &mut out)?,
             "restart" => self.restart(&command, &mut out)?,
+            "add-node" => self.add_node(&command, &mut out)?,
+            "conf-change" => self.conf_change(&command, &mut out)?,
+            "transfer-leader" => self.transfer_leader(&command, &mut out)?,
+            "read-index" => self.read_index(&command, &mut out)?,
+            "compact" => self.compact(&command, &mut out)?,
+            "report-snapshot" => self.report_snapshot(&command, &mut out)?,
+            "report-unreachable" => self.report_unreachable(&command, &mut out)?,
             other => return Err(format!("unknown command `{other}`")),
         }
         if let Some(cluster) = self.cluster.as_mut() {
@@ -448,6 +505,8 @@ impl Runner {
             "election-max",
             "heartbeat",
             "seed",
+            "bootstrap-snapshot",
+            "priorities",
         ])?;
         if self.cluster.is_some() {
             return Err("add-nodes may be used once per file".into());
@@ -501,11 +560,192 @@ impl Runner {
         if let Some(value) = command.option("seed")? {
             config.rng_seed = value;
         }
-        let cluster = Cluster::new(options).map_err(|error| format!("cannot build the cluster: {error}"))?;
+        let priorities: Vec<u64> = match command.options.get("priorities") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|priority| {
+                    priority
+                        .parse()
+                        .map_err(|_| format!("`{priority}` is not a priority"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if !priorities.is_empty() && priorities.len() as u64 != count {
+            return Err(format!("priorities needs {count} values"));
+        }
+        self.founders = ConfState::with_voters(options.voters.iter().copied());
+        self.show_conf = options.bootstrap == Bootstrap::Snapshot;
+        self.template = Some(options.config.clone());
+        let cluster = if priorities.is_empty() {
+            Cluster::new(options).map_err(|error| format!("cannot build the cluster: {error}"))?
+        } else {
+            // Per-node configs: build the founders one by one, exactly as
+            // `Cluster::new` does, with each one's priority.
+            let voters = std::mem::take(&mut options.voters);
+            let mut cluster = Cluster::new(options.clone())
+                .map_err(|error| format!("cannot build the cluster: {error}"))?;
+            for (id, priority) in voters.iter().zip(&priorities) {
+                let mut config = node_config(&options.config, *id);
+                config.priority = *priority;
+                let storage = match options.bootstrap {
+                    Bootstrap::Snapshot => {
+                        let mut storage = MemStorage::new();
+                        storage
+                            .apply_snapshot(SnapshotMetadata::bootstrap(self.founders.clone()))
+                            .map_err(|error| error.to_string())?;
+                        storage
+                    }
+                    Bootstrap::MembershipOnly => MemStorage::new_with_conf_state(self.founders.clone()),
+                };
+                cluster
+                    .add_node(config, storage)
+                    .map_err(|error| format!("cannot build the cluster: {error}"))?;
+            }
+            cluster
+        };
         for id in cluster.ids() {
             writeln!(out, "{}", status_line(&cluster.node(id).status())).unwrap();
         }
         self.cluster = Some(cluster);
+        Ok(())
+    }
+
+    fn add_node(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let template = self.template.clone().ok_or("no cluster: use add-nodes first")?;
+        let cluster = self.cluster()?;
+        if cluster.ids().contains(&id) {
+            return Err(format!("node {id} exists already"));
+        }
+        cluster
+            .add_node(node_config(&template, id), MemStorage::new())
+            .map_err(|error| format!("cannot add node {id}: {error}"))?;
+        writeln!(out, "{}", status_line(&cluster.node(id).status())).unwrap();
+        Ok(())
+    }
+
+    fn conf_change(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["add-voter", "add-learner", "remove", "transition"])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let mut change = ConfChange::leave_joint();
+        if command.positional.get(1).map(String::as_str) == Some("leave-joint") {
+            if command.options.len() > 0 {
+                return Err("leave-joint takes no other change".into());
+            }
+        } else {
+            for (key, kind) in [
+                ("add-voter", ConfChangeKind::AddVoter),
+                ("add-learner", ConfChangeKind::AddLearner),
+                ("remove", ConfChangeKind::RemoveNode),
+            ] {
+                if let Some(list) = command.options.get(key) {
+                    for node in list.split(',') {
+                        change = change.with(ConfChangeSingle {
+                            kind,
+                            node_id: parse_id(node)?,
+                        });
+                    }
+                }
+            }
+            if change.changes.is_empty() {
+                return Err("conf-change needs a change or leave-joint".into());
+            }
+            change.transition = match command.options.get("transition").map(String::as_str) {
+                None | Some("auto") => ConfChangeTransition::Auto,
+                Some("implicit") => ConfChangeTransition::JointImplicit,
+                Some("explicit") => ConfChangeTransition::JointExplicit,
+                Some(other) => return Err(format!("unknown transition `{other}`")),
+            };
+        }
+        let cluster = self.cluster()?;
+        let before = soft_views(cluster);
+        let result = cluster.node_mut(id).propose_conf_change(&change);
+        cluster.check_invariants();
+        match result {
+            Ok(()) => out.push_str("ok\n"),
+            Err(error) => writeln!(out, "error: {error}").unwrap(),
+        }
+        write_changes(cluster, &before, "", out);
+        Ok(())
+    }
+
+    fn transfer_leader(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let target = parse_id(command.positional(1, "TARGET")?)?;
+        let cluster = self.cluster()?;
+        let before = soft_views(cluster);
+        let result = cluster.node_mut(id).transfer_leader(target);
+        cluster.check_invariants();
+        match result {
+            Ok(()) => out.push_str("ok\n"),
+            Err(error) => writeln!(out, "error: {error}").unwrap(),
+        }
+        write_changes(cluster, &before, "", out);
+        Ok(())
+    }
+
+    fn read_index(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["mode"])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let context = command.positional(1, "CONTEXT")?.to_string();
+        let mode = match command.options.get("mode").map(String::as_str) {
+            None | Some("safe") => ReadMode::Safe,
+            Some("lease") => ReadMode::Lease,
+            Some(other) => return Err(format!("unknown read mode `{other}`")),
+        };
+        let cluster = self.cluster()?;
+        let result = cluster.node_mut(id).read_index(Bytes::from(context), mode);
+        cluster.check_invariants();
+        match result {
+            Ok(()) => out.push_str("ok\n"),
+            Err(error) => writeln!(out, "error: {error}").unwrap(),
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let cluster = self.cluster()?;
+        let applied = cluster.node(id).status().applied;
+        let through = match command.positional.get(1) {
+            Some(text) => keel::Index::new(text.parse().map_err(|_| format!("`{text}` is not an index"))?),
+            None => applied,
+        };
+        cluster
+            .compact(id, through)
+            .map_err(|error| format!("compact failed: {error}"))?;
+        write_storage_head(cluster.storage(id), out);
+        Ok(())
+    }
+
+    fn report_snapshot(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let to = parse_id(command.positional(1, "TO")?)?;
+        let outcome = match command.positional(2, "delivered or failed")? {
+            "delivered" => SnapshotOutcome::Delivered,
+            "failed" => SnapshotOutcome::Failed,
+            other => return Err(format!("unknown snapshot outcome `{other}`")),
+        };
+        let cluster = self.cluster()?;
+        cluster.node_mut(id).report_snapshot(to, outcome);
+        cluster.check_invariants();
+        write_peer(cluster, id, to, out);
+        Ok(())
+    }
+
+    fn report_unreachable(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let to = parse_id(command.positional(1, "TO")?)?;
+        let cluster = self.cluster()?;
+        cluster.node_mut(id).report_unreachable(to);
+        cluster.check_invariants();
+        write_peer(cluster, id, to, out);
         Ok(())
     }
 
@@ -703,24 +943,40 @@ impl Runner {
         Ok(())
     }
 
-    fn stabilize(&mut self, out: &mut String) -> Result<(), String> {
+    fn stabilize(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&["quiet"])?;
+        let quiet = command.option::<bool>("quiet")?.unwrap_or(false);
         let cluster = self.cluster()?;
+        let mut log = String::new();
+        let mut settled = false;
         for _ in 0..1_000 {
             let mut moved = false;
             for id in cluster.ids() {
-                moved |= process_ready(cluster, id, true, out)?;
+                moved |= process_ready(cluster, id, true, &mut log)?;
             }
             let envelopes = cluster.take_in_flight();
             moved |= !envelopes.is_empty();
             for envelope in envelopes {
-                deliver_one(cluster, envelope, out)?;
+                deliver_one(cluster, envelope, &mut log)?;
             }
             if !moved {
-                ok_if_empty(out);
-                return Ok(());
+                settled = true;
+                break;
             }
         }
-        Err("the cluster did not stabilize in 1,000 rounds".into())
+        if quiet {
+            // Only the role changes: `  nID is ...` lines.
+            for line in log.lines().filter(|line| is_role_change(line)) {
+                writeln!(out, "{}", line.trim_start()).unwrap();
+            }
+        } else {
+            out.push_str(&log);
+        }
+        if !settled {
+            return Err("the cluster did not stabilize in 1,000 rounds".into());
+        }
+        ok_if_empty(out);
+        Ok(())
     }
 
     // ----- inspection -------------------------------------------------------------------
@@ -728,7 +984,20 @@ impl Runner {
     fn raft_log(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
         command.allow_options(&[])?;
         let id = parse_id(command.positional(0, "a node id")?)?;
-        let entries = self.cluster()?.storage(id).all_entries();
+        let storage = self.cluster()?.storage(id);
+        let entries = storage.all_entries();
+        let snapshot = storage
+            .snapshot(keel::Index::ZERO, id)
+            .map_err(|error| error.to_string())?;
+        if !snapshot.is_empty() {
+            writeln!(
+                out,
+                "snapshot: last={} {}",
+                snapshot.last,
+                format_conf(&snapshot.conf_state)
+            )
+            .unwrap();
+        }
         if entries.is_empty() {
             out.push_str("empty log\n");
         }
@@ -741,10 +1010,22 @@ impl Runner {
     fn status(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
         command.allow_options(&[])?;
         let ids = self.ids_argument(command)?;
+        let show_conf = self.show_conf;
+        let founders = self.founders.clone();
         let cluster = self.cluster()?;
         for id in ids {
             let status = cluster.node(id).status();
             writeln!(out, "{}", status_line(&status)).unwrap();
+            if show_conf || status.conf_state != founders {
+                write!(out, "  conf: {}", format_conf(&status.conf_state)).unwrap();
+                if status.role == Role::Leader && status.pending_conf_index > status.applied {
+                    write!(out, " pending-change={}", status.pending_conf_index.get()).unwrap();
+                }
+                out.push('\n');
+            }
+            if let Some(target) = status.transfer_target {
+                writeln!(out, "  transferring to {}", target.get()).unwrap();
+            }
             for peer in &status.peers {
                 write!(
                     out,
@@ -765,6 +1046,9 @@ impl Runner {
                 }
                 if !peer.recent_active {
                     out.push_str(" inactive");
+                }
+                if peer.is_learner {
+                    out.push_str(" learner");
                 }
                 out.push('\n');
             }
@@ -801,10 +1085,12 @@ fn process_ready(
 ) -> Result<bool, String> {
     let error = |error: keel::Error| format!("process-ready {id} failed: {error}");
     if !is_async(cluster, id) {
+        let conf_before = cluster.node(id).status().conf_state;
         let Some(ready) = cluster.process_ready(id).map_err(error)? else {
             return Ok(false);
         };
         write_ready(id, &ready, "", out);
+        write_conf_change(cluster, id, &conf_before, out);
         return Ok(true);
     }
     let ready = cluster.process_ready_async(id).map_err(error)?;
@@ -845,6 +1131,7 @@ fn persist_one(cluster: &mut Cluster, id: NodeId, out: &mut String) -> Result<bo
 }
 
 fn apply_one(cluster: &mut Cluster, id: NodeId, out: &mut String) -> Result<bool, String> {
+    let conf_before = cluster.node(id).status().conf_state;
     let Some(batch) = cluster
         .apply_next(id)
         .map_err(|error| format!("apply {id} failed: {error}"))?
@@ -859,7 +1146,69 @@ fn apply_one(cluster: &mut Cluster, id: NodeId, out: &mut String) -> Result<bool
         batch.applied_index.get()
     )
     .unwrap();
+    write_conf_change(cluster, id, &conf_before, out);
     Ok(true)
+}
+
+/// Prints `id`'s membership if applying entries changed it.
+fn write_conf_change(cluster: &Cluster, id: NodeId, before: &ConfState, out: &mut String) {
+    let after = cluster.node(id).status().conf_state;
+    if after != *before {
+        writeln!(out, "  n{} membership now {}", id.get(), format_conf(&after)).unwrap();
+    }
+}
+
+/// The leader `id`'s view of `to`, after a transport report.
+fn write_peer(cluster: &Cluster, id: NodeId, to: NodeId, out: &mut String) {
+    let status = cluster.node(id).status();
+    match status.peers.iter().find(|peer| peer.id == to) {
+        Some(peer) => writeln!(
+            out,
+            "n{} sees {}: {} match={} next={}",
+            id.get(),
+            to.get(),
+            peer.state,
+            peer.matched.get(),
+            peer.next.get()
+        )
+        .unwrap(),
+        None => writeln!(out, "n{} is not leader: ignored", id.get()).unwrap(),
+    }
+}
+
+/// The storage's snapshot and first index, after a compaction.
+fn write_storage_head(storage: &MemStorage, out: &mut String) {
+    let snapshot = storage.snapshot(keel::Index::ZERO, NodeId::new(1)).unwrap();
+    let first = Storage::first_index(storage).unwrap();
+    let last = Storage::last_index(storage).unwrap();
+    write!(
+        out,
+        "snapshot: last={} {}; ",
+        snapshot.last,
+        format_conf(&snapshot.conf_state)
+    )
+    .unwrap();
+    if first > last {
+        writeln!(out, "log empty").unwrap();
+    } else {
+        writeln!(out, "log {}..={}", first.get(), last.get()).unwrap();
+    }
+}
+
+/// The config of node `id` from the founders' template, with the same
+/// per-node seed as `Cluster::new`.
+fn node_config(template: &Config, id: NodeId) -> Config {
+    let mut config = template.clone();
+    config.id = id;
+    config.rng_seed = template.rng_seed.wrapping_mul(1_000_003).wrapping_add(id.get());
+    config
+}
+
+fn is_role_change(line: &str) -> bool {
+    line.trim_start()
+        .strip_prefix('n')
+        .and_then(|rest| rest.split_once(' '))
+        .is_some_and(|(id, rest)| id.parse::<u64>().is_ok() && rest.starts_with("is "))
 }
 
 /// Delivers one message and prints it, with what it changed on the
@@ -1044,6 +1393,71 @@ fn write_ready(id: NodeId, ready: &Ready, mode: &str, out: &mut String) {
     for envelope in ready.persisted_messages() {
         writeln!(out, "  send after persist: {}", format_envelope(envelope)).unwrap();
     }
+    for read in ready.read_states() {
+        writeln!(
+            out,
+            "  read-state: index={} context={}",
+            read.index.get(),
+            format_data(&read.context)
+        )
+        .unwrap();
+    }
+    for context in ready.dropped_reads() {
+        writeln!(out, "  dropped-read: context={}", format_data(context)).unwrap();
+    }
+}
+
+fn format_ids(ids: &std::collections::BTreeSet<NodeId>) -> String {
+    let parts: Vec<String> = ids.iter().map(|id| id.get().to_string()).collect();
+    parts.join(",")
+}
+
+/// `voters=1,2,3`, plus learners, the outgoing half of a joint
+/// configuration and auto-leave when present.
+fn format_conf(conf: &ConfState) -> String {
+    let mut text = format!("voters=({})", format_ids(&conf.voters));
+    if !conf.voters_outgoing.is_empty() {
+        write!(text, "&&({})", format_ids(&conf.voters_outgoing)).unwrap();
+    }
+    if !conf.learners.is_empty() {
+        write!(text, " learners=({})", format_ids(&conf.learners)).unwrap();
+    }
+    if !conf.learners_next.is_empty() {
+        write!(text, " learners-next=({})", format_ids(&conf.learners_next)).unwrap();
+    }
+    if conf.auto_leave {
+        text.push_str(" auto-leave");
+    }
+    text
+}
+
+/// A membership change entry's payload, e.g. `add-voter=4 remove=1 auto`.
+fn format_conf_change(data: &Bytes) -> String {
+    let Ok(change) = ConfChange::decode(data) else {
+        return "undecodable".to_string();
+    };
+    if change.leaves_joint() {
+        return "leave-joint".to_string();
+    }
+    let mut parts: Vec<String> = change
+        .changes
+        .iter()
+        .map(|single| {
+            let kind = match single.kind {
+                ConfChangeKind::AddVoter => "add-voter",
+                ConfChangeKind::AddLearner => "add-learner",
+                ConfChangeKind::RemoveNode => "remove",
+            };
+            format!("{kind}={}", single.node_id.get())
+        })
+        .collect();
+    match change.transition {
+        ConfChangeTransition::Auto if change.changes.len() == 1 => {}
+        ConfChangeTransition::Auto => parts.push("auto".into()),
+        ConfChangeTransition::JointImplicit => parts.push("implicit".into()),
+        ConfChangeTransition::JointExplicit => parts.push("explicit".into()),
+    }
+    parts.join(" ")
 }
 
 fn format_data(data: &[u8]) -> String {
@@ -1064,8 +1478,9 @@ fn format_entry(entry: &Entry) -> String {
     match entry.kind {
         EntryKind::Normal if entry.data.is_empty() => id.to_string(),
         EntryKind::Normal => format!("{id}:{}", format_data(&entry.data)),
-        EntryKind::ConfChange => format!("{id}:conf-change"),
-        EntryKind::ConfChangeV2 => format!("{id}:conf-change-v2"),
+        EntryKind::ConfChange | EntryKind::ConfChangeV2 => {
+            format!("{id}:conf({})", format_conf_change(&entry.data))
+        }
     }
 }
 
@@ -1161,7 +1576,13 @@ fn format_envelope(envelope: &Envelope) -> String {
             let parts: Vec<String> = proposal
                 .entries
                 .iter()
-                .map(|entry| format_data(&entry.data))
+                .map(|entry| {
+                    if entry.kind.is_conf_change() {
+                        format!("conf({})", format_conf_change(&entry.data))
+                    } else {
+                        format_data(&entry.data)
+                    }
+                })
                 .collect();
             write!(line, " entries=[{}]", parts.join(" ")).unwrap();
         }
