@@ -1,0 +1,197 @@
+//! `keel-sim`: runs seeds of the deterministic cluster simulation and
+//! reports throughput, or the first failure with its replay command.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use keel_sim::{check_determinism, run, FaultSet, RunReport, SimOptions};
+
+/// Deterministic simulation of keel clusters under faults.
+#[derive(Debug, Parser)]
+#[command(name = "keel-sim", version)]
+struct Arguments {
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed (seeds run in order from it).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Steps of the fault phase per seed.
+    #[arg(long, default_value_t = 3_000)]
+    steps: u64,
+    /// Fault classes: all, none, a list (loss,crash), or all minus some (all,-pause).
+    #[arg(long, default_value = "all")]
+    faults: FaultSet,
+    /// Trace events kept for a failure report.
+    #[arg(long, default_value_t = 200)]
+    trace: usize,
+    /// Stop starting seeds after this many seconds (a time-boxed batch).
+    #[arg(long)]
+    time_limit_secs: Option<u64>,
+    /// Run every seed twice and compare trace hashes.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Keep going after a failure (a soak that collects failing seeds).
+    #[arg(long)]
+    keep_going: bool,
+    /// Print a line per seed: its cluster, outcomes and counters.
+    #[arg(long)]
+    verbose: bool,
+    /// Plant a known protocol bug (needs `--features drill`): one of
+    /// CommitEarlierTermByCounting, VoteWithoutLogCheck, ForgetToPersistVote,
+    /// ApplyBeforeCommit, ReadIndexWithoutHeartbeat.
+    #[cfg(feature = "drill")]
+    #[arg(long)]
+    planted_bug: Option<String>,
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    steps: u64,
+    ticks: u64,
+    operations_checked: u64,
+    operations_ok: u64,
+    operations_unknown: u64,
+    crashes: u64,
+    sync_failures: u64,
+    keel_stopped: u64,
+    snapshots: u64,
+    messages: u64,
+}
+
+impl Totals {
+    fn add(&mut self, report: &RunReport) {
+        self.passed += 1;
+        self.steps += report.steps;
+        self.ticks += report.ticks;
+        self.operations_checked += report.operations_checked as u64;
+        self.operations_ok += report.outcomes.ok;
+        self.operations_unknown += report.outcomes.unknown;
+        self.crashes += report.stats.crashes;
+        self.sync_failures += report.stats.sync_failures;
+        self.keel_stopped += report.stats.keel_stopped;
+        self.snapshots += report.stats.snapshots_taken;
+        self.messages += report.stats.messages_delivered;
+    }
+
+    fn print(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let seeds = self.passed + self.failed;
+        println!(
+            "{seeds} seeds in {seconds:.1} s: {:.0} seeds/min, {:.0} steps/s, {} operations checked ({} ok, {} unknown), \
+             {} messages, {} crashes, {} fsync failures ({} stopped by keel), {} snapshots",
+            seeds as f64 * 60.0 / seconds,
+            self.steps as f64 / seconds,
+            self.operations_checked,
+            self.operations_ok,
+            self.operations_unknown,
+            self.messages,
+            self.crashes,
+            self.sync_failures,
+            self.keel_stopped,
+            self.snapshots
+        );
+    }
+}
+
+#[cfg(feature = "drill")]
+fn planted_bug(name: Option<&str>) -> Result<Option<keel::PlantedBug>, String> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    keel::PlantedBug::ALL
+        .into_iter()
+        .find(|bug| format!("{bug:?}").eq_ignore_ascii_case(name))
+        .map(Some)
+        .ok_or_else(|| format!("unknown planted bug {name}; one of {:?}", keel::PlantedBug::ALL))
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    let mut options = SimOptions::new(arguments.seed);
+    options.steps = arguments.steps;
+    options.faults = arguments.faults.clone();
+    options.trace_capacity = arguments.trace;
+    #[cfg(feature = "drill")]
+    match planted_bug(arguments.planted_bug.as_deref()) {
+        Ok(bug) => options.planted_bug = bug,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "keel-sim: seeds {}..{}, {} steps each, faults {}{}",
+        arguments.seed,
+        arguments.seed.saturating_add(arguments.seeds),
+        arguments.steps,
+        arguments.faults,
+        if arguments.check_determinism { ", determinism checked" } else { "" }
+    );
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut totals = Totals::default();
+    let mut failing_seeds = Vec::new();
+    for seed in arguments.seed..arguments.seed.saturating_add(arguments.seeds) {
+        if arguments.time_limit_secs.is_some_and(|limit| start.elapsed() >= Duration::from_secs(limit)) {
+            println!("time limit reached");
+            break;
+        }
+        options.seed = seed;
+        if arguments.check_determinism {
+            if let Err(message) = check_determinism(&options) {
+                println!("{message}");
+                totals.failed += 1;
+                failing_seeds.push(seed);
+                if !arguments.keep_going {
+                    break;
+                }
+                continue;
+            }
+        }
+        match run(&options) {
+            Ok(report) => {
+                if arguments.verbose {
+                    println!(
+                        "seed {seed}: {} steps, {} ticks, hash {:016x}, {} checked {:?}, liveness {}+{} ticks\n  {}\n  {:?}",
+                        report.steps,
+                        report.ticks,
+                        report.trace_hash,
+                        report.operations_checked,
+                        report.outcomes,
+                        report.liveness_leader_ticks,
+                        report.liveness_converge_ticks,
+                        report.shape,
+                        report.stats
+                    );
+                }
+                totals.add(&report);
+            }
+            Err(failure) => {
+                println!("{failure}");
+                totals.failed += 1;
+                failing_seeds.push(seed);
+                if !arguments.keep_going {
+                    break;
+                }
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(10) {
+            last_progress = Instant::now();
+            totals.print(start.elapsed());
+        }
+    }
+    totals.print(start.elapsed());
+    if !failing_seeds.is_empty() {
+        println!("failing seeds: {failing_seeds:?}");
+    }
+    println!("keel-sim: {} passed, {} failed", totals.passed, totals.failed);
+    if totals.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

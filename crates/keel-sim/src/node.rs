@@ -1,0 +1,704 @@
+//! One simulated node: a `RawNode` over a [`SimStorage`], its state machine,
+//! and the runtime loop that handles its `Ready`s (synchronously, or with
+//! a simulated asynchronous disk).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use keel::{
+    Config, Entry, EntryKind, Envelope, Error, HardState, Index, LogId, Message, NodeId, PersistMarker, RawNode,
+    ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
+};
+
+use crate::checker::{Property, Violation};
+use crate::history::Completion;
+use crate::kv::{Applied, Command, KvStore, Output};
+use crate::storage::SimStorage;
+use crate::trace::TraceEvent;
+use crate::world::World;
+
+/// The most `Ready`s handled after one input before the simulator calls
+/// the node stuck: a `Ready` loop that never drains is a bug.
+const READY_ROUNDS_MAX: usize = 1_000;
+
+/// What a node last reported, to check it never goes back within one
+/// incarnation.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Observed {
+    pub(crate) hard_state: HardState,
+    pub(crate) applied: Index,
+    pub(crate) role: Option<Role>,
+    pub(crate) leader: Option<NodeId>,
+}
+
+/// Writes of one `Ready` waiting for the asynchronous disk.
+#[derive(Debug)]
+pub(crate) struct PersistJob {
+    number: u64,
+    snapshot: Option<(SnapshotMetadata, KvStore)>,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    must_sync: bool,
+    marker: PersistMarker,
+    persisted_messages: Vec<Envelope>,
+}
+
+/// Committed entries of one `Ready` waiting to be applied.
+#[derive(Debug)]
+pub(crate) struct ApplyJob {
+    ready_number: u64,
+    snapshot: Option<(Index, KvStore)>,
+    entries: Vec<Entry>,
+    applied_index: Option<Index>,
+}
+
+/// A running process.
+pub(crate) struct Running {
+    pub(crate) raw: RawNode<SimStorage>,
+    pub(crate) kv: KvStore,
+    /// The last index applied to `kv`.
+    pub(crate) kv_applied: Index,
+    /// Paused since this tick: no input until resumed.
+    pub(crate) paused_since_tick: Option<u64>,
+    pub(crate) resume_at_tick: u64,
+    /// A sync failed: the process crashes at this tick. Until then its
+    /// outputs are discarded (the runtime stopped writing and sending).
+    pub(crate) crash_at_tick: Option<u64>,
+    /// Keel returned a fatal error: every later call must say `Stopped`.
+    pub(crate) stopped: bool,
+    pub(crate) unpersisted: VecDeque<PersistJob>,
+    pub(crate) unapplied: VecDeque<ApplyJob>,
+    persisted_ready: u64,
+    /// Snapshot images received with snapshot messages, by index.
+    pub(crate) received_images: BTreeMap<Index, KvStore>,
+    /// Confirmed reads waiting for `kv_applied` to reach their index.
+    confirmed_reads: Vec<ReadState>,
+    pub(crate) observed: Observed,
+    /// Entries up to here were checked against the committed entries.
+    pub(crate) commit_checked: Index,
+    /// A newly seen leadership whose completeness check waits for the
+    /// asynchronous disk to catch up.
+    pub(crate) leader_check_pending: bool,
+}
+
+impl Running {
+    /// Whether the process takes input now.
+    pub(crate) fn is_responsive(&self) -> bool {
+        self.paused_since_tick.is_none()
+    }
+
+    /// Whether its outputs count (not failed, not stopped).
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.crash_at_tick.is_none() && !self.stopped
+    }
+}
+
+/// A process, running or down.
+pub(crate) enum Process {
+    Running(Box<Running>),
+    Down { storage: SimStorage, restart_at_tick: u64 },
+}
+
+/// A node of the simulated cluster across its incarnations.
+pub(crate) struct SimNode {
+    pub(crate) id: NodeId,
+    pub(crate) config: Config,
+    pub(crate) incarnation: u32,
+    pub(crate) process: Process,
+}
+
+impl SimNode {
+    pub(crate) fn running(&self) -> Option<&Running> {
+        match &self.process {
+            Process::Running(running) => Some(running),
+            Process::Down { .. } => None,
+        }
+    }
+
+    pub(crate) fn running_mut(&mut self) -> Option<&mut Running> {
+        match &mut self.process {
+            Process::Running(running) => Some(running),
+            Process::Down { .. } => None,
+        }
+    }
+
+    /// Starts a process from `storage`, restoring the state machine from
+    /// its durable snapshot.
+    pub(crate) fn start(&mut self, storage: SimStorage) -> Result<(), Violation> {
+        let (snapshot, image) = storage.snapshot_with_image();
+        let kv = match (snapshot.is_empty(), image) {
+            (true, _) => KvStore::new(),
+            (false, Some(image)) => image,
+            (false, None) => {
+                return Err(Violation::new(
+                    Property::Contract,
+                    format!("node {} has snapshot {} without its image", self.id, snapshot.last),
+                ))
+            }
+        };
+        let mut config = self.config.clone();
+        config.applied = snapshot.last.index;
+        let raw = RawNode::new(&config, storage).map_err(|error| {
+            Violation::new(Property::Contract, format!("node {} cannot start: {error}", self.id))
+        })?;
+        let status = raw.status();
+        self.incarnation += 1;
+        self.process = Process::Running(Box::new(Running {
+            raw,
+            kv,
+            kv_applied: snapshot.last.index,
+            paused_since_tick: None,
+            resume_at_tick: 0,
+            crash_at_tick: None,
+            stopped: false,
+            unpersisted: VecDeque::new(),
+            unapplied: VecDeque::new(),
+            persisted_ready: 0,
+            received_images: BTreeMap::new(),
+            confirmed_reads: Vec::new(),
+            observed: Observed {
+                hard_state: status.hard_state,
+                applied: status.applied,
+                role: None,
+                leader: None,
+            },
+            commit_checked: status.applied,
+            leader_check_pending: false,
+        }));
+        Ok(())
+    }
+}
+
+/// Calls into the node and checks the stop-on-storage-failure contract:
+/// a call during which keel read a failed storage must fail fatally, and
+/// once stopped every call must fail with `Stopped`.
+pub(crate) fn call<T>(
+    node_id: NodeId,
+    running: &mut Running,
+    operation: impl FnOnce(&mut RawNode<SimStorage>) -> Result<T, Error>,
+) -> Result<Result<T, Error>, Violation> {
+    if running.stopped {
+        let result = operation(&mut running.raw);
+        return match result {
+            Err(Error::Stopped(_)) => Ok(result),
+            Err(other) => Err(Violation::new(
+                Property::StopOnStorageFailure,
+                format!("node {node_id} stopped earlier but a call failed with {other} instead of Stopped"),
+            )),
+            Ok(_) => Err(Violation::new(
+                Property::StopOnStorageFailure,
+                format!("node {node_id} stopped earlier but a call succeeded"),
+            )),
+        };
+    }
+    let failed_reads_before = running.raw.storage().failed_reads();
+    let result = operation(&mut running.raw);
+    let saw_failure = running.raw.storage().failed_reads() > failed_reads_before;
+    match &result {
+        Err(error) if error.is_fatal() => {
+            if !running.raw.storage().is_poisoned() {
+                return Err(Violation::new(
+                    Property::StopOnStorageFailure,
+                    format!("node {node_id} stopped with a healthy storage: {error}"),
+                ));
+            }
+            running.stopped = true;
+        }
+        _ if saw_failure => {
+            return Err(Violation::new(
+                Property::StopOnStorageFailure,
+                format!("node {node_id} read a failed storage and went on ({:?})", result.as_ref().err()),
+            ))
+        }
+        _ => {}
+    }
+    Ok(result)
+}
+
+/// Sends envelopes from `running`: records granted votes, attaches the
+/// snapshot image to snapshot messages.
+fn send(world: &mut World, running: &Running, envelopes: Vec<Envelope>) -> Result<(), Violation> {
+    for envelope in envelopes {
+        let image = match &envelope.message {
+            Message::VoteResponse(response) if response.kind == VoteKind::Vote && response.granted => {
+                world.checker.observe_vote(envelope.from, envelope.term, envelope.to)?;
+                None
+            }
+            Message::Snapshot(metadata) => {
+                let (stored, image) = running.raw.storage().snapshot_with_image();
+                match image {
+                    Some(image) if stored == *metadata => Some(image),
+                    _ => {
+                        return Err(Violation::new(
+                            Property::Contract,
+                            format!(
+                                "node {} sends snapshot {} but its storage holds {} (image: {})",
+                                envelope.from,
+                                metadata.last,
+                                stored.last,
+                                if stored == *metadata { "missing" } else { "other" }
+                            ),
+                        ))
+                    }
+                }
+            }
+            _ => None,
+        };
+        world.network.send(&mut world.rng, world.now, envelope, image);
+    }
+    Ok(())
+}
+
+/// Hands out and handles every `Ready` the node has.
+pub(crate) fn process_ready(node: &mut SimNode, world: &mut World) -> Result<(), Violation> {
+    let id = node.id;
+    let incarnation = node.incarnation;
+    let async_writes = node.config.async_storage_writes;
+    let Some(running) = node.running_mut() else {
+        return Ok(());
+    };
+    for _ in 0..READY_ROUNDS_MAX {
+        if running.stopped {
+            if running.raw.has_ready() {
+                return Err(Violation::new(
+                    Property::StopOnStorageFailure,
+                    format!("node {id} is stopped but has a Ready"),
+                ));
+            }
+            return Ok(());
+        }
+        if !running.raw.has_ready() {
+            return Ok(());
+        }
+        let ready = match call(id, running, RawNode::ready)? {
+            Ok(ready) => ready,
+            Err(_) => return Ok(()),
+        };
+        if running.crash_at_tick.is_some() {
+            // The runtime has failed; it hands out nothing more.
+            return Ok(());
+        }
+        trace_soft_state(world, id, running, &ready);
+        if async_writes {
+            queue_ready(world, id, incarnation, running, ready)?;
+        } else {
+            handle_ready_sync(world, id, incarnation, running, ready)?;
+        }
+    }
+    Err(Violation::new(
+        Property::Contract,
+        format!("node {id} still has a Ready after {READY_ROUNDS_MAX} rounds"),
+    ))
+}
+
+fn trace_soft_state(world: &mut World, id: NodeId, running: &Running, ready: &Ready) {
+    if let Some(soft_state) = ready.soft_state() {
+        let term = running.raw.status().hard_state.term;
+        world.hash(&[7, id.get(), term.get(), soft_state.leader.map_or(0, NodeId::get)]);
+        if world.trace.is_enabled() {
+            let detail = format!("{:?}, leader {:?}", soft_state.role, soft_state.leader.map(NodeId::get));
+            world.trace_event(TraceEvent::Role { node: id, term, detail });
+        }
+    }
+}
+
+/// The snapshot image for a `Ready`'s snapshot, received with the message.
+fn take_image(id: NodeId, running: &mut Running, metadata: &SnapshotMetadata) -> Result<KvStore, Violation> {
+    let image = running.received_images.remove(&metadata.last.index).ok_or_else(|| {
+        Violation::new(
+            Property::Contract,
+            format!("node {id} must install snapshot {} that it never received", metadata.last),
+        )
+    })?;
+    running.received_images.retain(|index, _| *index > metadata.last.index);
+    Ok(image)
+}
+
+fn handle_ready_sync(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, mut ready: Ready) -> Result<(), Violation> {
+    send(world, running, ready.take_messages())?;
+    let snapshot = match ready.snapshot().cloned() {
+        Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
+        None => None,
+    };
+    let job = PersistJob {
+        number: ready.number(),
+        snapshot: snapshot.clone(),
+        entries: ready.take_entries(),
+        hard_state: ready.hard_state(),
+        must_sync: ready.must_sync(),
+        marker: ready.persist_marker(),
+        persisted_messages: Vec::new(),
+    };
+    if !write_to_disk(world, id, running, &job)? {
+        return Ok(());
+    }
+    send(world, running, ready.take_persisted_messages())?;
+    if let Some((metadata, image)) = snapshot {
+        restore(running, metadata.last.index, image);
+    }
+    apply_entries(world, id, incarnation, running, &ready.take_committed_entries())?;
+    take_reads(world, id, incarnation, running, &mut ready);
+    match call(id, running, |raw| raw.advance(ready))? {
+        Ok(()) => {}
+        Err(_) => return Ok(()),
+    }
+    serve_reads(world, id, incarnation, running);
+    Ok(())
+}
+
+fn queue_ready(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, mut ready: Ready) -> Result<(), Violation> {
+    send(world, running, ready.take_messages())?;
+    let snapshot = match ready.snapshot().cloned() {
+        Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
+        None => None,
+    };
+    let applied_index = ready.last_committed_index().max(ready.persist_marker().snapshot);
+    let committed = ready.take_committed_entries();
+    if applied_index.is_some() {
+        running.unapplied.push_back(ApplyJob {
+            ready_number: ready.number(),
+            snapshot: snapshot.as_ref().map(|(metadata, image)| (metadata.last.index, image.clone())),
+            entries: committed,
+            applied_index,
+        });
+    }
+    let persisted_messages = ready.take_persisted_messages();
+    let has_writes = snapshot.is_some() || !ready.entries().is_empty() || ready.hard_state().is_some() || !persisted_messages.is_empty();
+    if has_writes {
+        running.unpersisted.push_back(PersistJob {
+            number: ready.number(),
+            snapshot,
+            entries: ready.take_entries(),
+            hard_state: ready.hard_state(),
+            must_sync: ready.must_sync(),
+            marker: ready.persist_marker(),
+            persisted_messages,
+        });
+    } else {
+        running.persisted_ready = running.persisted_ready.max(ready.number());
+    }
+    take_reads(world, id, incarnation, running, &mut ready);
+    Ok(())
+}
+
+/// Writes a job's snapshot, entries and hard state, then syncs if asked.
+/// Returns false if the disk failed (the process is now failing).
+fn write_to_disk(world: &mut World, id: NodeId, running: &mut Running, job: &PersistJob) -> Result<bool, Violation> {
+    let storage = running.raw.storage_mut();
+    let mut result = Ok(());
+    if let Some((metadata, image)) = &job.snapshot {
+        result = storage.apply_snapshot_with_image(metadata.clone(), image.clone());
+    }
+    if result.is_ok() {
+        result = storage.append(&job.entries);
+    }
+    if result.is_ok() {
+        if let Some(hard_state) = job.hard_state {
+            result = storage.set_hard_state(hard_state);
+        }
+    }
+    if result.is_ok() && job.must_sync {
+        result = storage.sync();
+    }
+    if let Err(error) = result {
+        if !running.raw.storage().is_poisoned() {
+            return Err(Violation::new(
+                Property::Contract,
+                format!("node {id} cannot write Ready {}: {error}", job.number),
+            ));
+        }
+        fail_process(world, id, running);
+        return Ok(false);
+    }
+    check_written(world, id, running, &job.entries)?;
+    Ok(true)
+}
+
+/// The disk failed: the runtime stops writing, sending and applying, and
+/// the process crashes a little later (it may take a few inputs first).
+pub(crate) fn fail_process(world: &mut World, id: NodeId, running: &mut Running) {
+    let crash_at = world.now + world.rng.between(0, 3);
+    running.crash_at_tick = Some(crash_at);
+    world.stats.sync_failures += 1;
+    world.hash(&[11, id.get(), crash_at]);
+    world.trace_event(TraceEvent::Fault {
+        detail: format!("node {id}: fsync failed; the process stops and crashes at tick {crash_at}"),
+    });
+}
+
+/// Log matching and committed-entry checks on entries just written.
+fn check_written(world: &mut World, id: NodeId, running: &Running, entries: &[Entry]) -> Result<(), Violation> {
+    let storage = running.raw.storage();
+    let term = running.observed.hard_state.term;
+    for entry in entries {
+        if entry.index < storage.first_index_unchecked() {
+            continue; // covered by the snapshot: skipped by the store
+        }
+        let previous_index = entry.index.prev();
+        let previous_term = match storage.entry(previous_index) {
+            Some(previous) => previous.term,
+            None => keel::Storage::term(storage, previous_index).map_err(|error| {
+                Violation::new(
+                    Property::Contract,
+                    format!("node {id}: no term for {previous_index} before a written entry: {error}"),
+                )
+            })?,
+        };
+        world.checker.observe_written(id, entry, previous_term)?;
+        if entry.index <= running.commit_checked {
+            world.checker.observe_committed(id, term, entry, "commit index")?;
+        }
+    }
+    Ok(())
+}
+
+fn restore(running: &mut Running, index: Index, image: KvStore) {
+    running.kv = image;
+    running.kv_applied = index;
+}
+
+/// Applies committed entries to the state machine, checking each against
+/// the committed entries seen so far, and completes client requests.
+fn apply_entries(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, entries: &[Entry]) -> Result<(), Violation> {
+    let term = if entries.is_empty() { Term::ZERO } else { running.raw.status().hard_state.term };
+    for entry in entries {
+        if entry.index != running.kv_applied.next() {
+            return Err(Violation::new(
+                Property::Contract,
+                format!("node {id} is handed entry {} to apply after applying {}", entry.log_id(), running.kv_applied),
+            ));
+        }
+        world.checker.observe_committed(id, term, entry, "applied")?;
+        running.kv_applied = entry.index;
+        world.stats.entries_applied += 1;
+        match entry.kind {
+            EntryKind::Normal if entry.data.is_empty() => {}
+            EntryKind::Normal => {
+                let command = Command::decode(&entry.data).map_err(|error| {
+                    Violation::new(Property::Contract, format!("node {id} applies {}: {error}", entry.log_id()))
+                })?;
+                let applied = running.kv.apply(&command);
+                if let Applied::Fresh(output) | Applied::Repeat(output) = applied {
+                    world.complete_log_request(id, incarnation, &command, output);
+                }
+            }
+            EntryKind::ConfChange | EntryKind::ConfChangeV2 => {
+                // Membership changes are not generated yet (the core's
+                // `propose_conf_change` has not landed).
+                return Err(Violation::new(
+                    Property::Contract,
+                    format!("node {id} applies a membership change {} the simulator never proposed", entry.log_id()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes confirmed and dropped reads out of a `Ready`.
+fn take_reads(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, ready: &mut Ready) {
+    for context in ready.dropped_reads() {
+        world.complete_read(id, incarnation, context, Completion::Fail("read dropped: leadership lost"));
+    }
+    running.confirmed_reads.extend(ready.take_read_states());
+}
+
+/// Serves confirmed reads whose index is applied.
+pub(crate) fn serve_reads(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running) {
+    let applied = running.kv_applied;
+    let (ready_now, waiting): (Vec<ReadState>, Vec<ReadState>) =
+        running.confirmed_reads.drain(..).partition(|read| read.index <= applied);
+    running.confirmed_reads = waiting;
+    for read in ready_now {
+        let Some(key) = world.read_key(id, incarnation, &read.context) else {
+            continue;
+        };
+        let value = running.kv.get(key);
+        world.complete_read(id, incarnation, &read.context, Completion::Ok(Output::Value(value)));
+    }
+}
+
+/// The asynchronous disk completes the oldest write of the node.
+pub(crate) fn persist_next(node: &mut SimNode, world: &mut World) -> Result<bool, Violation> {
+    let id = node.id;
+    let Some(running) = node.running_mut() else {
+        return Ok(false);
+    };
+    if running.crash_at_tick.is_some() || running.stopped {
+        return Ok(false);
+    }
+    let Some(job) = running.unpersisted.pop_front() else {
+        return Ok(false);
+    };
+    world.hash(&[13, id.get(), job.number]);
+    if !write_to_disk(world, id, running, &job)? {
+        return Ok(true);
+    }
+    if call(id, running, |raw| raw.on_persisted(job.marker))?.is_err() {
+        return Ok(true);
+    }
+    running.persisted_ready = job.number;
+    send(world, running, job.persisted_messages)?;
+    if world.trace.is_enabled() {
+        world.trace_event(TraceEvent::Disk {
+            node: id,
+            detail: format!("persisted Ready {} ({} entries, sync {})", job.number, job.entries.len(), job.must_sync),
+        });
+    }
+    Ok(true)
+}
+
+/// The asynchronous applier applies the oldest batch of the node. A batch
+/// that restores a snapshot waits until its `Ready` is durable.
+pub(crate) fn apply_next(node: &mut SimNode, world: &mut World) -> Result<bool, Violation> {
+    let id = node.id;
+    let incarnation = node.incarnation;
+    let Some(running) = node.running_mut() else {
+        return Ok(false);
+    };
+    if running.crash_at_tick.is_some() || running.stopped {
+        return Ok(false);
+    }
+    let Some(job) = running.unapplied.front() else {
+        return Ok(false);
+    };
+    if job.snapshot.is_some() && job.ready_number > running.persisted_ready {
+        return Ok(false);
+    }
+    let Some(job) = running.unapplied.pop_front() else {
+        return Ok(false);
+    };
+    world.hash(&[17, id.get(), job.ready_number]);
+    if let Some((index, image)) = job.snapshot {
+        restore(running, index, image);
+    }
+    apply_entries(world, id, incarnation, running, &job.entries)?;
+    if let Some(index) = job.applied_index {
+        if call(id, running, |raw| raw.on_applied(index))?.is_err() {
+            return Ok(true);
+        }
+    }
+    serve_reads(world, id, incarnation, running);
+    if world.trace.is_enabled() {
+        world.trace_event(TraceEvent::Disk {
+            node: id,
+            detail: format!("applied through {}", running.kv_applied),
+        });
+    }
+    Ok(true)
+}
+
+/// Whether the asynchronous disk or applier has work that can proceed.
+pub(crate) fn has_disk_work(node: &SimNode) -> bool {
+    node.running().is_some_and(|running| {
+        running.is_healthy()
+            && running.is_responsive()
+            && (!running.unpersisted.is_empty()
+                || running
+                    .unapplied
+                    .front()
+                    .is_some_and(|job| job.snapshot.is_none() || job.ready_number <= running.persisted_ready))
+    })
+}
+
+/// Takes a snapshot of the state machine at its applied index and
+/// compacts the log up to `keep_entries` before it. Returns whether a
+/// snapshot was taken.
+pub(crate) fn compact(world: &mut World, id: NodeId, running: &mut Running, keep_entries: u64) -> Result<bool, Violation> {
+    if !running.is_healthy() || !running.unpersisted.is_empty() {
+        return Ok(false);
+    }
+    let applied = running.kv_applied;
+    let storage = running.raw.storage();
+    let (current, _) = storage.snapshot_with_image();
+    if applied <= current.last.index || applied > storage.last_index_unchecked() {
+        return Ok(false);
+    }
+    let term = match storage.entry(applied) {
+        Some(entry) => entry.term,
+        None => return Ok(false),
+    };
+    let metadata = SnapshotMetadata {
+        last: LogId::new(term, applied),
+        // Without membership changes the configuration at `applied` is the
+        // current one; with them, track it per applied index.
+        conf_state: running.raw.status().conf_state,
+    };
+    let image = running.kv.clone();
+    let through = Index::new(applied.get().saturating_sub(keep_entries));
+    let storage = running.raw.storage_mut();
+    let mut result = storage.create_snapshot_with_image(metadata, image);
+    if result.is_ok() {
+        result = storage.sync();
+    }
+    if result.is_ok() && through >= storage.first_index_unchecked() {
+        result = storage.compact(through);
+    }
+    if let Err(error) = result {
+        if !running.raw.storage().is_poisoned() {
+            return Err(Violation::new(Property::Contract, format!("node {id} cannot compact: {error}")));
+        }
+        fail_process(world, id, running);
+        return Ok(false);
+    }
+    world.stats.snapshots_taken += 1;
+    world.hash(&[19, id.get(), applied.get(), through.get()]);
+    world.trace_event(TraceEvent::Fault {
+        detail: format!("node {id}: snapshot at {} (term {term}), log compacted through {through}", applied),
+    });
+    Ok(true)
+}
+
+/// A received snapshot message: keep its image for the install.
+pub(crate) fn receive_image(running: &mut Running, envelope: &Envelope, image: Option<KvStore>) {
+    if let (Message::Snapshot(metadata), Some(image)) = (&envelope.message, image) {
+        running.received_images.insert(metadata.last.index, image);
+    }
+}
+
+/// A short description of a message for the trace.
+pub(crate) fn describe(message: &Message) -> String {
+    match message {
+        Message::Append(append) => format!(
+            "prev {} entries {} commit {}",
+            append.prev,
+            append.entries.len(),
+            append.commit
+        ),
+        Message::AppendResponse(response) => format!("{response:?}"),
+        Message::Vote(request) => format!("{:?} last {} {:?}", request.kind, request.last_log, request.reason),
+        Message::VoteResponse(response) => format!("{:?} granted {}", response.kind, response.granted),
+        Message::Heartbeat(heartbeat) => format!("commit {} round {:?}", heartbeat.commit, heartbeat.read_round),
+        Message::Snapshot(metadata) => format!("last {}", metadata.last),
+        _ => String::new(),
+    }
+}
+
+/// A word summarising a message, for the trace hash.
+pub(crate) fn message_word(envelope: &Envelope) -> u64 {
+    let detail = match &envelope.message {
+        Message::Append(append) => append.prev.index.get() << 20 | (append.entries.len() as u64) << 8 | append.commit.get() & 0xff,
+        Message::AppendResponse(keel::AppendResponse::Accepted { last_index }) => last_index.get(),
+        Message::AppendResponse(keel::AppendResponse::Rejected { rejected, hint }) => rejected.get() << 16 | hint.index.get(),
+        Message::VoteResponse(response) => u64::from(response.granted),
+        Message::Heartbeat(heartbeat) => heartbeat.commit.get(),
+        Message::Snapshot(metadata) => metadata.last.index.get(),
+        _ => 0,
+    };
+    detail ^ Term::get(envelope.term) << 48
+}
+
+/// The context bytes of a ReadIndex request by `client`.
+pub(crate) fn read_context(client: crate::kv::ClientId, request: u64) -> Bytes {
+    let mut context = Vec::with_capacity(12);
+    context.extend_from_slice(&client.to_le_bytes());
+    context.extend_from_slice(&request.to_le_bytes());
+    Bytes::from(context)
+}
+
+/// Decodes [`read_context`].
+pub(crate) fn parse_read_context(context: &[u8]) -> Option<(crate::kv::ClientId, u64)> {
+    let client = u32::from_le_bytes(context.get(..4)?.try_into().ok()?);
+    let request = u64::from_le_bytes(context.get(4..12)?.try_into().ok()?);
+    Some((client, request))
+}

@@ -1,0 +1,191 @@
+//! Everything a simulation holds besides its nodes: the clock, the RNG,
+//! the network, the checkers, the clients and the trace. Kept apart from
+//! the nodes so a node and the world can be borrowed mutably together.
+
+use keel::NodeId;
+
+use crate::checker::SafetyChecker;
+use crate::history::{Completion, History, Path};
+use crate::kv::{ClientId, Command, Key, Output};
+use crate::network::Network;
+use crate::node::parse_read_context;
+use crate::rng::SimRng;
+use crate::trace::{TraceEvent, TraceHasher, TraceRing};
+
+/// Counters of what happened in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages delivered to a node.
+    pub messages_delivered: u64,
+    /// Messages dropped at delivery (cut link, recipient down).
+    pub messages_dropped: u64,
+    /// Messages a node refused (malformed or from a non-member).
+    pub messages_refused: u64,
+    /// Process crashes (including those after a failed sync).
+    pub crashes: u64,
+    /// Process pauses.
+    pub pauses: u64,
+    /// Partitions, one-way cuts and leader isolations.
+    pub partitions: u64,
+    /// Syncs that failed.
+    pub sync_failures: u64,
+    /// Failed syncs after which keel itself reported the storage failure
+    /// and stopped (the rest crashed before keel read the failed disk).
+    pub keel_stopped: u64,
+    /// Snapshots taken by nodes.
+    pub snapshots_taken: u64,
+    /// Leadership transfers requested.
+    pub transfers: u64,
+    /// Entries applied, over all nodes.
+    pub entries_applied: u64,
+    /// Crashes after which some unsynced writes survived.
+    pub torn_crashes: u64,
+}
+
+/// A client's request in progress.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outstanding {
+    pub(crate) request: u64,
+    pub(crate) record: usize,
+    pub(crate) node: NodeId,
+    pub(crate) incarnation: u32,
+    pub(crate) path: Path,
+    pub(crate) key: Key,
+    pub(crate) deadline_tick: u64,
+}
+
+/// A client: one request at a time, as linearizability checking assumes.
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    pub(crate) next_request: u64,
+    pub(crate) outstanding: Option<Outstanding>,
+}
+
+/// The world around the nodes.
+pub(crate) struct World {
+    pub(crate) rng: SimRng,
+    /// The simulated clock, in ticks.
+    pub(crate) now: u64,
+    /// The current step.
+    pub(crate) step: u64,
+    /// The last history event number (invocations and completions).
+    pub(crate) event: u64,
+    pub(crate) network: Network,
+    pub(crate) checker: SafetyChecker,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) history: History,
+    pub(crate) hasher: TraceHasher,
+    pub(crate) trace: TraceRing,
+    pub(crate) stats: Stats,
+}
+
+impl World {
+    /// Mixes words into the trace hash.
+    pub(crate) fn hash(&mut self, words: &[u64]) {
+        for word in words {
+            self.hasher.write_u64(*word);
+        }
+    }
+
+    /// Records a trace event at the current step.
+    pub(crate) fn trace_event(&mut self, event: TraceEvent) {
+        self.trace.push(self.step, event);
+    }
+
+    /// The next history event number.
+    pub(crate) fn next_event(&mut self) -> u64 {
+        self.event += 1;
+        self.event
+    }
+
+    fn complete(&mut self, client: ClientId, completion: Completion) {
+        let Some(outstanding) = self.clients[client as usize].outstanding.take() else {
+            return;
+        };
+        let at = self.next_event();
+        self.history.complete(outstanding.record, at, completion);
+        let code = match completion {
+            Completion::Ok(Output::Written) => 1,
+            Completion::Ok(Output::Value(value)) => 2 + value.unwrap_or(0).wrapping_mul(3),
+            Completion::Ok(Output::CasSucceeded(succeeded)) => 3 + u64::from(succeeded) * 5,
+            Completion::Fail(_) => 4,
+            Completion::Unknown(_) => 5,
+        };
+        self.hash(&[23, u64::from(client), outstanding.request, code]);
+        if self.trace.is_enabled() {
+            let detail = format!("{} -> {completion:?}", self.history.record(outstanding.record));
+            self.trace_event(TraceEvent::Client { detail });
+        }
+    }
+
+    /// A node applied a logged command: complete the request if its client
+    /// is waiting for it from that node incarnation.
+    pub(crate) fn complete_log_request(&mut self, node: NodeId, incarnation: u32, command: &Command, output: Output) {
+        let matches = self
+            .clients
+            .get(command.client as usize)
+            .and_then(|client| client.outstanding)
+            .is_some_and(|outstanding| {
+                outstanding.request == command.request
+                    && outstanding.node == node
+                    && outstanding.incarnation == incarnation
+                    && outstanding.path == Path::Log
+            });
+        if matches {
+            self.complete(command.client, Completion::Ok(output));
+        }
+    }
+
+    /// The outstanding read a context names, if it is still waiting on
+    /// that node incarnation.
+    fn outstanding_read(&self, node: NodeId, incarnation: u32, context: &[u8]) -> Option<(ClientId, Outstanding)> {
+        let (client, request) = parse_read_context(context)?;
+        let outstanding = self.clients.get(client as usize)?.outstanding?;
+        let matches = outstanding.request == request
+            && outstanding.node == node
+            && outstanding.incarnation == incarnation
+            && matches!(outstanding.path, Path::ReadIndex(_));
+        matches.then_some((client, outstanding))
+    }
+
+    /// The key of the read a context names.
+    pub(crate) fn read_key(&self, node: NodeId, incarnation: u32, context: &[u8]) -> Option<Key> {
+        self.outstanding_read(node, incarnation, context).map(|(_, outstanding)| outstanding.key)
+    }
+
+    /// Completes the read a context names.
+    pub(crate) fn complete_read(&mut self, node: NodeId, incarnation: u32, context: &[u8], completion: Completion) {
+        if let Some((client, _)) = self.outstanding_read(node, incarnation, context) {
+            self.complete(client, completion);
+        }
+    }
+
+    /// Completes a client's request with `completion` (refusals, timeouts).
+    pub(crate) fn complete_client(&mut self, client: ClientId, completion: Completion) {
+        self.complete(client, completion);
+    }
+
+    /// Requests past their deadline end with an unknown outcome.
+    pub(crate) fn expire_requests(&mut self) {
+        for client in 0..self.clients.len() {
+            let expired = self.clients[client]
+                .outstanding
+                .is_some_and(|outstanding| outstanding.deadline_tick <= self.now);
+            if expired {
+                self.complete(client as ClientId, Completion::Unknown("timed out"));
+            }
+        }
+    }
+
+    /// A node crashed: its clients learn nothing more from it.
+    pub(crate) fn abandon_requests_on(&mut self, node: NodeId) {
+        for client in 0..self.clients.len() {
+            let waiting = self.clients[client]
+                .outstanding
+                .is_some_and(|outstanding| outstanding.node == node);
+            if waiting {
+                self.complete(client as ClientId, Completion::Unknown("node crashed"));
+            }
+        }
+    }
+}
