@@ -1,0 +1,654 @@
+//! The raft loop: one task owns the [`RawNode`] and turns ticks, peer
+//! messages, client requests and completion reports into `Ready`s, which it
+//! hands to the disk thread, the transport and the applier. It never waits
+//! for disk or network IO itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use keel::{
+    ConfChange, Error as CoreError, Index, MemStorage, Message, NodeId, ProposalError, RawNode, ReadError,
+    ReadMode, Ready, Role, SnapshotOutcome, Status, TransferError,
+};
+use keel_log::SnapshotStore;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply::{ApplyEvent, ApplyJob, PendingWrites, ReadResponder, WriteResponder};
+use crate::config::NodeConfig;
+use crate::disk::{DiskEvent, DiskJob, PersistJob};
+use crate::error::NodeError;
+use crate::members::{AddressBook, ChangeContext};
+use crate::metrics::Metrics;
+use crate::state_machine::{tagged, StateMachine};
+use crate::transport::{Inbound, Transport};
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    /// Linearizable: confirmed by a heartbeat round to a quorum (ReadIndex).
+    Linearizable,
+    /// Linearizable under a clock assumption: served by the leader within
+    /// its lease without a round trip (falls back to `Linearizable`).
+    Lease,
+    /// Whatever this node has applied, with no round trip: may be stale.
+    Stale,
+}
+
+/// A node's state, as [`NodeHandle::status`](crate::NodeHandle::status)
+/// reports it.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// The core's view: role, term, leader, commit, applied, membership.
+    pub raft: Status,
+    /// How to reach each member.
+    pub members: AddressBook,
+    /// Why the node stopped, if it did.
+    pub fatal: Option<String>,
+}
+
+type Responder<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// A request from a handle to the raft loop.
+pub(crate) enum Request<M: StateMachine> {
+    Write {
+        command: Bytes,
+        responder: WriteResponder<M>,
+    },
+    Read {
+        query: M::Query,
+        consistency: Consistency,
+        responder: ReadResponder<M>,
+    },
+    ChangeMembership {
+        change: ConfChange,
+        added: AddressBook,
+        responder: Responder<()>,
+    },
+    TransferLeader {
+        target: NodeId,
+        responder: Responder<()>,
+    },
+    Status {
+        responder: oneshot::Sender<NodeStatus>,
+    },
+    Shutdown {
+        responder: oneshot::Sender<()>,
+    },
+}
+
+/// The channels the raft loop listens on.
+pub(crate) struct ActorInputs<M: StateMachine> {
+    pub(crate) requests: mpsc::Receiver<Request<M>>,
+    pub(crate) inbound: mpsc::Receiver<Inbound>,
+    pub(crate) disk_events: mpsc::UnboundedReceiver<DiskEvent>,
+    pub(crate) apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
+}
+
+pub(crate) struct Actor<M: StateMachine> {
+    pub(crate) config: NodeConfig,
+    pub(crate) raw: RawNode<MemStorage>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) members: AddressBook,
+    pub(crate) disk: mpsc::UnboundedSender<DiskJob>,
+    pub(crate) applier: mpsc::UnboundedSender<ApplyJob<M>>,
+    pub(crate) snapshots: Arc<Mutex<SnapshotStore>>,
+    pub(crate) pending_writes: PendingWrites<M>,
+    pub(crate) pending_reads: HashMap<u64, (Instant, M::Query, ReadResponder<M>)>,
+    pub(crate) pending_changes: HashMap<u64, (Instant, Responder<()>)>,
+    pub(crate) transfer_waiters: Vec<(Instant, NodeId, Responder<()>)>,
+    /// Data files of snapshots received and stepped, by snapshot index.
+    pub(crate) received_snapshots: BTreeMap<Index, PathBuf>,
+    pub(crate) next_request_id: u64,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) fatal: Option<String>,
+    pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Most events taken from one channel before the loop builds a `Ready`:
+/// batching without starving the other channels.
+const DRAIN_BATCH: usize = 256;
+
+impl<M: StateMachine> Actor<M> {
+    pub(crate) async fn run(mut self, mut inputs: ActorInputs<M>) {
+        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        while shutdown.is_none() {
+            tokio::select! {
+                _ = ticker.tick() => self.on_tick(),
+                Some(event) = inputs.inbound.recv() => {
+                    self.on_inbound(event);
+                    for _ in 0..DRAIN_BATCH {
+                        match inputs.inbound.try_recv() {
+                            Ok(event) => self.on_inbound(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(request) = inputs.requests.recv() => {
+                    shutdown = self.on_request(request);
+                    for _ in 0..DRAIN_BATCH {
+                        if shutdown.is_some() {
+                            break;
+                        }
+                        match inputs.requests.try_recv() {
+                            Ok(request) => shutdown = self.on_request(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(event) = inputs.disk_events.recv() => {
+                    self.on_disk_event(event);
+                    while let Ok(event) = inputs.disk_events.try_recv() {
+                        self.on_disk_event(event);
+                    }
+                }
+                Some(event) = inputs.apply_events.recv() => {
+                    self.on_apply_event(event);
+                    while let Ok(event) = inputs.apply_events.try_recv() {
+                        self.on_apply_event(event);
+                    }
+                }
+                else => break,
+            }
+            self.process_ready();
+        }
+        self.stop();
+        if let Some(responder) = shutdown {
+            let _ = responder.send(());
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.disk.send(DiskJob::Shutdown);
+        let _ = self.applier.send(ApplyJob::Shutdown);
+        self.fail_all(NodeError::ShuttingDown);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops the protocol after a fatal error; requests get the reason.
+    fn fail(&mut self, reason: String) {
+        if self.fatal.is_none() {
+            tracing::error!(node = %self.config.id, %reason, "fatal error: the node stops");
+            self.fatal = Some(reason.clone());
+            self.fail_all(NodeError::Fatal(reason));
+        }
+    }
+
+    fn fail_all(&mut self, error: NodeError) {
+        let writes: Vec<_> = self
+            .pending_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .drain()
+            .collect();
+        for (_, (_, responder)) in writes {
+            let _ = responder.send(Err(error.clone()));
+        }
+        for (_, (_, _, responder)) in self.pending_reads.drain() {
+            let _ = responder.send(Err(error.clone()));
+        }
+        for (_, (_, responder)) in self.pending_changes.drain() {
+            let _ = responder.send(Err(error.clone()));
+        }
+        for (_, _, responder) in self.transfer_waiters.drain(..) {
+            let _ = responder.send(Err(error.clone()));
+        }
+    }
+
+    /// Handles a core error: fatal ones stop the node, refusals are logged.
+    fn on_core_result(&mut self, result: Result<(), CoreError>, what: &str) {
+        match result {
+            Ok(()) => {}
+            Err(error) if error.is_fatal() => self.fail(format!("{what}: {error}")),
+            Err(error) => tracing::debug!(node = %self.config.id, %error, "{what} refused"),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let result = self.raw.tick();
+        self.on_core_result(result, "tick");
+        self.prune_expired();
+    }
+
+    /// Forgets requests whose callers have given up, so abandoned
+    /// requests cannot accumulate.
+    fn prune_expired(&mut self) {
+        let deadline = self.config.request_timeout * 2;
+        let now = Instant::now();
+        let expired = |since: &Instant| now.duration_since(*since) > deadline;
+        self.pending_reads.retain(|_, (since, _, _)| !expired(since));
+        self.pending_changes.retain(|_, (since, _)| !expired(since));
+        self.transfer_waiters.retain(|(since, _, _)| !expired(since));
+        self.pending_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|_, (since, _)| !expired(since));
+    }
+
+    fn on_inbound(&mut self, event: Inbound) {
+        if self.fatal.is_some() {
+            return;
+        }
+        match event {
+            Inbound::Message(envelope) => {
+                let result = self.raw.step(envelope);
+                self.on_core_result(result, "step");
+            }
+            Inbound::Unreachable(id) => self.raw.report_unreachable(id),
+            Inbound::SnapshotReceived { envelope, data_path } => {
+                let Message::Snapshot(metadata) = &envelope.message else {
+                    let _ = std::fs::remove_file(&data_path);
+                    return;
+                };
+                if let Some(previous) = self.received_snapshots.insert(metadata.last.index, data_path) {
+                    let _ = std::fs::remove_file(previous);
+                }
+                let result = self.raw.step(envelope);
+                self.on_core_result(result, "snapshot");
+            }
+            Inbound::SnapshotSent { to, outcome } => self.raw.report_snapshot(to, outcome),
+        }
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        self.next_request_id += 1;
+        self.next_request_id
+    }
+
+    fn pending_count(&self) -> usize {
+        let writes = self
+            .pending_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len();
+        writes + self.pending_reads.len()
+    }
+
+    /// Returns the shutdown responder when asked to stop.
+    fn on_request(&mut self, request: Request<M>) -> Option<oneshot::Sender<()>> {
+        if let Request::Shutdown { responder } = request {
+            return Some(responder);
+        }
+        if let Request::Status { responder } = request {
+            let _ = responder.send(self.status());
+            return None;
+        }
+        if let Some(reason) = &self.fatal {
+            let error = NodeError::Fatal(reason.clone());
+            match request {
+                Request::Write { responder, .. } => drop(responder.send(Err(error))),
+                Request::Read { responder, .. } => drop(responder.send(Err(error))),
+                Request::ChangeMembership { responder, .. } | Request::TransferLeader { responder, .. } => {
+                    drop(responder.send(Err(error)))
+                }
+                Request::Status { .. } | Request::Shutdown { .. } => {}
+            }
+            return None;
+        }
+        if self.pending_count() >= self.config.max_pending_requests {
+            let error = NodeError::Refused("too many pending requests".to_string());
+            match request {
+                Request::Write { responder, .. } => drop(responder.send(Err(error))),
+                Request::Read { responder, .. } => drop(responder.send(Err(error))),
+                other => self.handle_request(other),
+            }
+            return None;
+        }
+        self.handle_request(request);
+        None
+    }
+
+    fn handle_request(&mut self, request: Request<M>) {
+        match request {
+            Request::Write { command, responder } => self.write(command, responder),
+            Request::Read {
+                query,
+                consistency,
+                responder,
+            } => self.read(query, consistency, responder),
+            Request::ChangeMembership {
+                change,
+                added,
+                responder,
+            } => self.change_membership(change, added, responder),
+            Request::TransferLeader { target, responder } => self.transfer_leader(target, responder),
+            Request::Status { .. } | Request::Shutdown { .. } => {}
+        }
+    }
+
+    fn write(&mut self, command: Bytes, responder: WriteResponder<M>) {
+        let request_id = self.next_request_id();
+        let data = tagged::encode(self.config.id, request_id, &command);
+        // Registered before proposing: the entry may be applied before the
+        // next line of this loop runs again.
+        self.pending_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(request_id, (Instant::now(), responder));
+        self.metrics
+            .proposals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(error) = self.raw.propose(data) {
+            let waiting = self
+                .pending_writes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&request_id);
+            if let Some((_, responder)) = waiting {
+                let _ = responder.send(Err(self.map_error(&error)));
+            }
+            if error.is_fatal() {
+                self.fail(error.to_string());
+            }
+        }
+    }
+
+    fn read(&mut self, query: M::Query, consistency: Consistency, responder: ReadResponder<M>) {
+        let mode = match consistency {
+            Consistency::Stale => {
+                // Index zero is always applied: answered at once.
+                let _ = self.applier.send(ApplyJob::Read {
+                    index: Index::ZERO,
+                    query,
+                    responder,
+                });
+                return;
+            }
+            Consistency::Linearizable => ReadMode::Safe,
+            Consistency::Lease => ReadMode::Lease,
+        };
+        let request_id = self.next_request_id();
+        let context = Bytes::copy_from_slice(&request_id.to_le_bytes());
+        match self.raw.read_index(context, mode) {
+            Ok(()) => {
+                self.pending_reads
+                    .insert(request_id, (Instant::now(), query, responder));
+            }
+            Err(error) => {
+                let _ = responder.send(Err(self.map_error(&error)));
+            }
+        }
+    }
+
+    fn change_membership(&mut self, mut change: ConfChange, added: AddressBook, responder: Responder<()>) {
+        let request_id = self.next_request_id();
+        change.context = ChangeContext {
+            origin: self.config.id,
+            request_id,
+            added,
+        }
+        .encode();
+        match self.raw.propose_conf_change(&change) {
+            Ok(()) => {
+                self.pending_changes
+                    .insert(request_id, (Instant::now(), responder));
+            }
+            Err(error) => {
+                let _ = responder.send(Err(self.map_error(&error)));
+            }
+        }
+    }
+
+    fn transfer_leader(&mut self, target: NodeId, responder: Responder<()>) {
+        if self.raw.status().leader == Some(target) {
+            let _ = responder.send(Ok(()));
+            return;
+        }
+        match self.raw.transfer_leader(target) {
+            Ok(()) => self.transfer_waiters.push((Instant::now(), target, responder)),
+            Err(error) => {
+                let _ = responder.send(Err(self.map_error(&error)));
+            }
+        }
+    }
+
+    /// Maps a core error to what a client sees.
+    fn map_error(&self, error: &CoreError) -> NodeError {
+        match error {
+            CoreError::Proposal(ProposalError::NoLeader)
+            | CoreError::Read(ReadError::NoLeader)
+            | CoreError::Transfer(TransferError::NoLeader) => NodeError::NoLeader,
+            CoreError::Proposal(ProposalError::NotLeader { leader }) => {
+                NodeError::NotLeader { leader: *leader }
+            }
+            CoreError::Proposal(ProposalError::TransferInProgress) => NodeError::NoLeader,
+            CoreError::Proposal(ProposalError::ConfChangePending { pending_index }) => NodeError::Refused(
+                format!("a membership change is in progress (index {pending_index})"),
+            ),
+            error if error.is_fatal() => NodeError::Fatal(error.to_string()),
+            error => NodeError::Refused(error.to_string()),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            raft: self.raw.status(),
+            members: self.members.clone(),
+            fatal: self.fatal.clone(),
+        }
+    }
+
+    fn on_disk_event(&mut self, event: DiskEvent) {
+        match event {
+            DiskEvent::Persisted(marker) => {
+                if self.fatal.is_none() {
+                    let result = self.raw.on_persisted(marker);
+                    self.on_core_result(result, "persisted");
+                }
+            }
+            DiskEvent::Fatal(reason) => self.fail(reason),
+        }
+    }
+
+    fn on_apply_event(&mut self, event: ApplyEvent) {
+        match event {
+            ApplyEvent::Applied(index) => {
+                if self.fatal.is_none() {
+                    self.metrics.record_applied(index);
+                    let result = self.raw.on_applied(index);
+                    self.on_core_result(result, "applied");
+                }
+            }
+            ApplyEvent::SnapshotTaken(snapshot) => {
+                let through = Index::new(
+                    snapshot
+                        .last
+                        .index
+                        .get()
+                        .saturating_sub(self.config.snapshot_keep_entries),
+                );
+                let _ = self.disk.send(DiskJob::Compact { snapshot, through });
+            }
+            ApplyEvent::Restored(members) => self.set_members(members),
+            ApplyEvent::Fatal(reason) => self.fail(reason),
+        }
+    }
+
+    /// Replaces the address book and tells the transport.
+    fn set_members(&mut self, members: AddressBook) {
+        for id in self.members.keys() {
+            if !members.contains_key(id) {
+                self.transport.remove_peer(*id);
+            }
+        }
+        for (id, info) in &members {
+            if *id != self.config.id {
+                self.transport.set_peer(*id, &info.peer_address);
+            }
+        }
+        self.members = members;
+    }
+
+    fn process_ready(&mut self) {
+        // A few rounds: handling one Ready can make another (for example a
+        // read confirmed while stepping).
+        for _ in 0..4 {
+            if self.fatal.is_some() || !self.raw.has_ready() {
+                return;
+            }
+            match self.raw.ready() {
+                Ok(ready) => self.handle_ready(ready),
+                Err(error) => return self.fail(format!("ready: {error}")),
+            }
+        }
+    }
+
+    fn handle_ready(&mut self, mut ready: Ready) {
+        self.metrics
+            .readies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if ready.soft_state().is_some() {
+            self.on_leadership_change();
+        }
+        for envelope in ready.take_messages() {
+            self.send(envelope);
+        }
+        for context in ready.dropped_reads() {
+            if let Some(request_id) = request_id_of(context) {
+                if let Some((_, _, responder)) = self.pending_reads.remove(&request_id) {
+                    let _ = responder.send(Err(NodeError::NoLeader));
+                }
+            }
+        }
+        for state in ready.take_read_states() {
+            let Some(request_id) = request_id_of(&state.context) else {
+                continue;
+            };
+            if let Some((_, query, responder)) = self.pending_reads.remove(&request_id) {
+                let _ = self.applier.send(ApplyJob::Read {
+                    index: state.index,
+                    query,
+                    responder,
+                });
+            }
+        }
+        let committed = ready.take_committed_entries();
+        self.persist(&mut ready);
+        if !committed.is_empty() {
+            self.hand_out_committed(committed);
+        }
+        self.metrics.record_status(&self.raw.status());
+    }
+
+    fn persist(&mut self, ready: &mut Ready) {
+        let snapshot = match ready.snapshot() {
+            Some(metadata) => match self.received_snapshots.remove(&metadata.last.index) {
+                Some(path) => Some((metadata.clone(), path)),
+                None => {
+                    return self.fail(format!("snapshot {} accepted without its data", metadata.last));
+                }
+            },
+            None => None,
+        };
+        let job = PersistJob {
+            snapshot,
+            entries: ready.take_entries(),
+            hard_state: ready.hard_state(),
+            messages: ready.take_persisted_messages(),
+            marker: ready.persist_marker(),
+        };
+        let nothing = job.snapshot.is_none()
+            && job.entries.is_empty()
+            && job.hard_state.is_none()
+            && job.messages.is_empty();
+        if !nothing {
+            let _ = self.disk.send(DiskJob::Persist(job));
+        }
+    }
+
+    fn send(&mut self, envelope: keel::Envelope) {
+        self.metrics
+            .messages_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Message::Snapshot(metadata) = &envelope.message else {
+            self.transport.send(envelope);
+            return;
+        };
+        let to = envelope.to;
+        let reader = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_latest();
+        match reader {
+            Ok(Some(reader)) if reader.metadata() == metadata => {
+                self.transport.send_snapshot(envelope, Box::new(reader));
+            }
+            // The stored snapshot moved on (or is missing): the core asks
+            // again with the current one.
+            _ => self.raw.report_snapshot(to, SnapshotOutcome::Failed),
+        }
+    }
+
+    /// Applies membership changes as they are handed out (in log order),
+    /// then passes everything to the applier.
+    fn hand_out_committed(&mut self, entries: Vec<keel::Entry>) {
+        let mut memberships = Vec::new();
+        for entry in entries.iter().filter(|entry| entry.kind.is_conf_change()) {
+            let change = match ConfChange::decode(&entry.data) {
+                Ok(change) => change,
+                Err(error) => {
+                    return self.fail(format!(
+                        "committed entry {} is not a membership change: {error}",
+                        entry.log_id()
+                    ))
+                }
+            };
+            let context = ChangeContext::decode(change.context.clone());
+            let outcome = self.raw.apply_conf_change(&change);
+            let reply = match outcome {
+                Ok(conf_state) => {
+                    let mut members = self.members.clone();
+                    if let Some(context) = &context {
+                        members.extend(context.added.clone());
+                    }
+                    let keep = conf_state.members();
+                    members.retain(|id, _| keep.contains(id));
+                    self.set_members(members);
+                    memberships.push((entry.index, conf_state, self.members.clone()));
+                    Ok(())
+                }
+                Err(error) if error.is_fatal() => return self.fail(format!("membership change: {error}")),
+                Err(error) => Err(NodeError::Refused(error.to_string())),
+            };
+            if let Some(context) = context.filter(|context| context.origin == self.config.id) {
+                if let Some((_, responder)) = self.pending_changes.remove(&context.request_id) {
+                    let _ = responder.send(reply);
+                }
+            }
+        }
+        let _ = self.applier.send(ApplyJob::Entries { entries, memberships });
+    }
+
+    fn on_leadership_change(&mut self) {
+        let status = self.raw.status();
+        tracing::info!(node = %self.config.id, role = %status.role, term = %status.hard_state.term, leader = ?status.leader, "role changed");
+        let leader = status.leader;
+        let waiters = std::mem::take(&mut self.transfer_waiters);
+        for (since, target, responder) in waiters {
+            if leader == Some(target) {
+                let _ = responder.send(Ok(()));
+            } else if status.role == Role::Leader || leader.is_none() {
+                self.transfer_waiters.push((since, target, responder));
+            } else {
+                // Someone else took over: the transfer cannot complete.
+                let _ = responder.send(Err(NodeError::NotLeader { leader }));
+            }
+        }
+    }
+}
+
+/// The request id in a read context.
+fn request_id_of(context: &Bytes) -> Option<u64> {
+    let bytes: [u8; 8] = context.as_ref().try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}

@@ -1,0 +1,52 @@
+//! # keel-node
+//!
+//! The runtime around keel's core: implement [`StateMachine`], start a
+//! [`Node`], and use the [`NodeHandle`] to `write`, `read`, change
+//! membership and transfer leadership.
+//!
+//! ## How it runs
+//!
+//! - **One task owns the `RawNode`** (the raft loop). It ticks, steps
+//!   messages from the transport, takes client requests, and hands each
+//!   `Ready`'s work on: messages to the transport at once (a leader
+//!   replicates in parallel with its own disk write), writes to the disk
+//!   thread, committed entries to the applier. It never waits for IO.
+//! - **The disk thread** writes with keel-log, grouping every `Ready`
+//!   queued behind the current write into one fsync, mirrors the writes
+//!   into the in-memory log the core reads from, and only then sends the
+//!   messages that promise durability (votes, acknowledgements).
+//! - **The applier thread** owns the state machine: it applies entries in
+//!   order, answers writers and readers, and takes snapshots every
+//!   `snapshot_interval_entries`, after which the log is compacted.
+//!
+//! ## Consistency
+//!
+//! A write returns once its entry is applied on the node that took it.
+//! Reads are [`Consistency::Linearizable`] (ReadIndex), [`Consistency::Lease`]
+//! or [`Consistency::Stale`]. Followers forward writes and linearizable
+//! reads to the leader themselves. `Timeout` and `NoLeader` on a write mean
+//! its outcome is unknown.
+
+#![warn(clippy::unwrap_used)]
+
+mod actor;
+mod apply;
+mod config;
+mod disk;
+mod error;
+mod handle;
+mod members;
+mod metrics;
+mod node;
+mod state_machine;
+mod transport;
+
+pub use actor::{Consistency, NodeStatus};
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use handle::{MemberChange, NodeHandle};
+pub use members::{AddressBook, MemberInfo};
+pub use metrics::NodeMetrics;
+pub use node::{Bootstrap, Node, StartError};
+pub use state_machine::{CommandError, RestoreError, StateMachine};
+pub use transport::{inbound_channel, Inbound, LocalNetwork, Transport, INBOUND_QUEUE_MESSAGES};
