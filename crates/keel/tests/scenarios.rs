@@ -153,6 +153,7 @@ scenarios!(
     read_index_follower,
     read_index_new_leader,
     read_lease_check_quorum,
+    read_lease_requires_check_quorum,
     priority_election,
 );
 
