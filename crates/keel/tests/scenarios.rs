@@ -632,7 +632,7 @@ impl Runner {
         let id = parse_id(command.positional(0, "a node id")?)?;
         let mut change = ConfChange::leave_joint();
         if command.positional.get(1).map(String::as_str) == Some("leave-joint") {
-            if command.options.len() > 0 {
+            if !command.options.is_empty() {
                 return Err("leave-joint takes no other change".into());
             }
         } else {
