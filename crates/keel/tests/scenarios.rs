@@ -142,6 +142,8 @@ scenarios!(
     voter_demote,
     joint_auto_leave,
     joint_explicit_leave,
+    joint_replace_leader,
+    two_node_removal_trap,
     remove_leader,
     conf_change_pending_refused,
     removed_server_cannot_disrupt,
