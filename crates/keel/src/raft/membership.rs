@@ -83,9 +83,10 @@ impl<S: Storage> Raft<S> {
     /// that entered it is applied.
     pub(crate) fn on_applied(&mut self, index: Index) -> Result<(), Error> {
         self.log.applied_to(index);
-        let conf = self.tracker.conf_state();
-        if self.role == Role::Leader && conf.auto_leave && conf.is_joint() && index >= self.pending_conf_index
-        {
+        let leave_now = self.role == Role::Leader
+            && self.tracker.leaves_joint_automatically()
+            && index >= self.pending_conf_index;
+        if leave_now {
             let leave = ConfChange::leave_joint();
             self.append_entries(std::iter::once((EntryKind::ConfChangeV2, leave.encode())))?;
         }

@@ -81,6 +81,11 @@ impl ProgressTracker {
         }
     }
 
+    /// Whether the configuration is joint and is to be left automatically.
+    pub(crate) fn leaves_joint_automatically(&self) -> bool {
+        self.auto_leave && self.voters.is_joint()
+    }
+
     pub(crate) fn voters(&self) -> &JointConfig {
         &self.voters
     }
