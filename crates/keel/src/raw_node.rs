@@ -287,9 +287,15 @@ impl<S: Storage> RawNode<S> {
     /// Only one change may be pending: a second is refused until the first
     /// is applied on the leader.
     ///
-    /// Removing one node of a two-node cluster needs both nodes (the old
-    /// configuration's quorum is two): if the node to remove is down, the
-    /// change cannot commit. Add a third node first, then remove the dead one.
+    /// A two-node cluster cannot change membership with one node down:
+    /// every change, adding a node as much as removing the dead one, must
+    /// commit in the old configuration, whose quorum is both nodes. Run
+    /// three voters (or grow to three *before* a node fails); a two-node
+    /// cluster tolerates no failure at all.
+    ///
+    /// A change forwarded by a follower and refused by the leader (one is
+    /// already pending) is dropped there: the follower's caller learns it
+    /// only by timing out. Propose changes on the leader for a prompt answer.
     ///
     /// # Errors
     /// [`ProposalError::ConfChangePending`](crate::ProposalError::ConfChangePending),

@@ -74,7 +74,7 @@ number_newtype!(
     /// assert_eq!(Term::new(2).next(), Term::new(3));
     /// ```
     Term,
-    "t"
+    ""
 );
 
 number_newtype!(
@@ -87,7 +87,7 @@ number_newtype!(
     /// assert_eq!(Index::new(7).prev(), Index::new(6));
     /// ```
     Index,
-    "i"
+    ""
 );
 
 impl Term {

@@ -303,8 +303,9 @@ fn thesis_4_1_removing_a_node_that_is_down() {
 #[test]
 fn thesis_4_1_two_node_trap_removing_the_dead_node_cannot_commit() {
     // Two voters: the quorum of the old configuration is both of them, so
-    // with one down even its removal cannot commit. The remedy, documented
-    // on `propose_conf_change`, is to add a third node first.
+    // with one down even its removal cannot commit, and neither can adding a
+    // third node. The remedy, documented on `propose_conf_change`, is to run
+    // three voters before a node fails.
     let mut cluster = led_cluster(2);
     cluster.isolate(id(2));
     cluster
