@@ -1,0 +1,158 @@
+//! The transport's configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use keel::NodeId;
+
+use crate::codec::HANDSHAKE_BYTES;
+use crate::network::INBOUND_CONNECTIONS_LIMIT;
+use crate::NetError;
+
+/// Paths of the PEM files for mutual TLS. Every connection, in both
+/// directions, is authenticated with certificates issued by the CA in
+/// `ca_path`; a peer whose certificate chains to another CA is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// This node's certificate chain (PEM, leaf first). It must name, as a
+    /// DNS or IP subject alternative name, the host that peers dial.
+    pub cert_path: PathBuf,
+    /// This node's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// The CA certificates that peers' certificates must chain to (PEM).
+    pub ca_path: PathBuf,
+}
+
+/// Everything the transport needs to know. Build one with
+/// [`NetworkConfig::new`] and change fields as needed.
+///
+/// ```
+/// use keel::NodeId;
+/// use keel_net::NetworkConfig;
+/// let mut config = NetworkConfig::new(7, NodeId::new(1), "127.0.0.1:0".parse().unwrap(), "/tmp/snapshots".into());
+/// config.peers.insert(NodeId::new(2), "127.0.0.1:7002".to_string());
+/// config.validate().unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// The cluster this node belongs to. Connections from nodes of another
+    /// cluster are refused at the handshake, so two clusters that share
+    /// hosts cannot corrupt each other.
+    pub cluster_id: u64,
+    /// This node's id (`>= 1`).
+    pub node_id: NodeId,
+    /// Where to listen for peers; port 0 picks a free port (see
+    /// [`Network::local_addr`](crate::Network::local_addr)).
+    pub listen_addr: SocketAddr,
+    /// The peers' addresses, `host:port`. Change them at run time with
+    /// [`Network::set_peer`](crate::Network::set_peer).
+    pub peers: BTreeMap<NodeId, String>,
+    /// Mutual TLS, or `None` for plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// The largest frame body accepted or sent. A larger incoming frame
+    /// closes the connection before anything is allocated for it; a larger
+    /// outgoing message is dropped and reported unreachable. It bounds the
+    /// memory a connection may hold, and must exceed the core's
+    /// `max_size_per_msg` plus a little header.
+    pub max_frame_bytes: u32,
+    /// Messages queued per peer before [`Network::send`](crate::Network::send)
+    /// drops and reports the peer unreachable. Larger absorbs bursts; smaller
+    /// bounds memory and tells the core sooner that a peer is slow.
+    pub send_queue_messages: usize,
+    /// The first reconnect delay after a failure, in milliseconds.
+    pub reconnect_backoff_ms_min: u64,
+    /// The largest reconnect delay, in milliseconds. Each failure doubles the
+    /// delay up to this cap; each delay is jittered down by up to half so that
+    /// peers do not retry in lockstep.
+    pub reconnect_backoff_ms_max: u64,
+    /// Where received snapshots are spooled, one file each. The receiver of
+    /// [`Inbound::SnapshotReceived`](crate::Inbound::SnapshotReceived) owns
+    /// the file and removes it once installed.
+    pub snapshot_dir: PathBuf,
+    /// How long connecting plus the handshake (TLS included) may take, in
+    /// milliseconds, in either direction. Bounds how long a silent peer can
+    /// hold a connection slot.
+    pub handshake_timeout_ms: u64,
+    /// Inbound connections held at once; more are closed on accept. With
+    /// `max_frame_bytes` it bounds the memory that peers can make us hold.
+    pub inbound_connections_max: usize,
+    /// The most bytes of messages gathered into one write per peer. Larger
+    /// batches mean fewer syscalls; smaller mean less latency behind a big
+    /// append.
+    pub batch_bytes_max: usize,
+    /// The size of one snapshot data chunk, in bytes (at most
+    /// `max_frame_bytes - 1`).
+    pub snapshot_chunk_bytes: usize,
+}
+
+impl NetworkConfig {
+    /// A configuration with no peers, no TLS and the default limits: 16 MiB
+    /// frames, 1024 queued messages per peer, 50 ms..5 s backoff, 5 s
+    /// handshakes, 256 inbound connections, 1 MiB batches, 256 KiB snapshot
+    /// chunks.
+    pub fn new(cluster_id: u64, node_id: NodeId, listen_addr: SocketAddr, snapshot_dir: PathBuf) -> Self {
+        NetworkConfig {
+            cluster_id,
+            node_id,
+            listen_addr,
+            peers: BTreeMap::new(),
+            tls: None,
+            max_frame_bytes: 16 * 1024 * 1024,
+            send_queue_messages: 1024,
+            reconnect_backoff_ms_min: 50,
+            reconnect_backoff_ms_max: 5_000,
+            snapshot_dir,
+            handshake_timeout_ms: 5_000,
+            inbound_connections_max: 256,
+            batch_bytes_max: 1024 * 1024,
+            snapshot_chunk_bytes: 256 * 1024,
+        }
+    }
+
+    /// Checks the fields and the relations between them.
+    pub fn validate(&self) -> Result<(), NetError> {
+        let invalid = |reason: String| Err(NetError::InvalidConfig(reason));
+        if self.node_id == NodeId::ZERO {
+            return invalid("node_id must be >= 1".into());
+        }
+        if self.peers.contains_key(&NodeId::ZERO) {
+            return invalid("peer id 0 is not valid".into());
+        }
+        if (self.max_frame_bytes as usize) < HANDSHAKE_BYTES.max(1024) {
+            return invalid(format!(
+                "max_frame_bytes {} is below the minimum of 1024",
+                self.max_frame_bytes
+            ));
+        }
+        if self.send_queue_messages == 0 {
+            return invalid("send_queue_messages must be >= 1".into());
+        }
+        if self.reconnect_backoff_ms_min == 0 || self.reconnect_backoff_ms_min > self.reconnect_backoff_ms_max
+        {
+            return invalid(format!(
+                "reconnect backoff must satisfy 1 <= min ({}) <= max ({})",
+                self.reconnect_backoff_ms_min, self.reconnect_backoff_ms_max
+            ));
+        }
+        if self.handshake_timeout_ms == 0 {
+            return invalid("handshake_timeout_ms must be >= 1".into());
+        }
+        if self.inbound_connections_max == 0 || self.inbound_connections_max > INBOUND_CONNECTIONS_LIMIT {
+            return invalid(format!(
+                "inbound_connections_max {} must be in 1..={INBOUND_CONNECTIONS_LIMIT}",
+                self.inbound_connections_max
+            ));
+        }
+        if self.batch_bytes_max == 0 {
+            return invalid("batch_bytes_max must be >= 1".into());
+        }
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes >= self.max_frame_bytes as usize {
+            return invalid(format!(
+                "snapshot_chunk_bytes {} must be in 1..max_frame_bytes ({})",
+                self.snapshot_chunk_bytes, self.max_frame_bytes
+            ));
+        }
+        Ok(())
+    }
+}

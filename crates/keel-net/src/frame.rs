@@ -1,0 +1,171 @@
+//! Reading length-prefixed frames from a byte stream, within a size limit.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::codec::FRAME_HEADER_BYTES;
+
+/// How much the reader asks the socket for at a time when it holds no
+/// partial frame: large enough to take a whole batch in one read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why no frame could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer declared a frame larger than the limit.
+    #[error("frame of {declared} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The declared body length.
+        declared: u32,
+        /// The limit in force.
+        limit: u32,
+    },
+    /// The stream ended in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// The stream failed.
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Splits a byte stream into frames. Frames are slices of one read buffer,
+/// so their bodies (and the entry payloads decoded from them) are not copied.
+///
+/// Memory: the buffer holds at most one frame of `max_frame_bytes` plus one
+/// read chunk.
+pub(crate) struct FrameReader<R> {
+    reader: R,
+    buffer: BytesMut,
+    max_frame_bytes: u32,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(reader: R, max_frame_bytes: u32) -> Self {
+        FrameReader {
+            reader,
+            buffer: BytesMut::new(),
+            max_frame_bytes,
+        }
+    }
+
+    /// Changes the frame limit (handshakes are read under a tiny one).
+    pub(crate) fn set_max_frame_bytes(&mut self, max_frame_bytes: u32) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
+    /// The underlying stream, to write replies on.
+    pub(crate) fn stream_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
+    /// The underlying stream. Bytes already buffered are discarded: call it
+    /// only where the peer must not have sent anything more.
+    pub(crate) fn into_inner(self) -> R {
+        self.reader
+    }
+
+    /// The next frame body, or `None` when the stream ends cleanly between
+    /// frames. Cancel-safe: a partial frame stays in the buffer.
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(Some(frame));
+            }
+            let read = self.reader.read_buf(&mut self.buffer).await?;
+            if read == 0 {
+                if self.buffer.is_empty() {
+                    return Ok(None);
+                }
+                return Err(FrameError::Truncated);
+            }
+        }
+    }
+
+    /// A whole frame from the buffer if one is there; otherwise reserves room
+    /// for the rest of the current frame (checked against the limit first).
+    fn take_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if self.buffer.len() < FRAME_HEADER_BYTES {
+            self.buffer.reserve(READ_CHUNK_BYTES);
+            return Ok(None);
+        }
+        let declared = u32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]);
+        if declared > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                declared,
+                limit: self.max_frame_bytes,
+            });
+        }
+        let frame_bytes = FRAME_HEADER_BYTES + declared as usize;
+        if self.buffer.len() >= frame_bytes {
+            self.buffer.advance(FRAME_HEADER_BYTES);
+            return Ok(Some(self.buffer.split_to(declared as usize).freeze()));
+        }
+        let missing = frame_bytes - self.buffer.len();
+        self.buffer.reserve(missing.max(READ_CHUNK_BYTES));
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(bytes: &[u8], limit: u32) -> Vec<Result<Option<Bytes>, String>> {
+        let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("runtime: {error}"),
+        };
+        runtime.block_on(async {
+            let mut reader = FrameReader::new(bytes, limit);
+            let mut out = Vec::new();
+            loop {
+                let next = reader.next_frame().await.map_err(|error| error.to_string());
+                let stop = !matches!(next, Ok(Some(_)));
+                out.push(next);
+                if stop {
+                    return out;
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn frames_at_the_limit_pass_and_over_it_fail() {
+        // Goal: a body of exactly `max_frame_bytes` is read; one byte more is
+        // refused from the header alone.
+        let mut at_limit = vec![0, 0, 0, 8];
+        at_limit.extend_from_slice(&[7; 8]);
+        let read = frames(&at_limit, 8);
+        assert_eq!(read[0], Ok(Some(Bytes::from_static(&[7; 8]))));
+        assert_eq!(read[1], Ok(None));
+
+        let over = [0, 0, 0, 9];
+        let read = frames(&over, 8);
+        assert_eq!(
+            read[0],
+            Err("frame of 9 bytes exceeds the limit of 8 bytes".to_string())
+        );
+    }
+
+    #[test]
+    fn a_huge_declared_length_allocates_nothing() {
+        let read = frames(&[0xff, 0xff, 0xff, 0xff], 16 * 1024 * 1024);
+        assert!(read[0].is_err());
+    }
+
+    #[test]
+    fn truncated_frames_and_headers_are_errors() {
+        assert!(frames(&[0, 0, 0, 4, 1, 2], 16)[0].is_err());
+        assert!(frames(&[0, 0], 16)[0].is_err());
+    }
+
+    #[test]
+    fn several_frames_in_one_read_are_split() {
+        let bytes = [0, 0, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0, 2, 5, 6];
+        let read = frames(&bytes, 16);
+        assert_eq!(read[0], Ok(Some(Bytes::from_static(&[9]))));
+        assert_eq!(read[1], Ok(Some(Bytes::new())));
+        assert_eq!(read[2], Ok(Some(Bytes::from_static(&[5, 6]))));
+        assert_eq!(read[3], Ok(None));
+    }
+}

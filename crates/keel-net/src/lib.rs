@@ -1,0 +1,69 @@
+//! `keel-net`: the transport between keel peers.
+//!
+//! TCP on tokio, optionally with mutual TLS (rustls); a versioned, compact
+//! binary [`codec`]; length-prefixed frames under a size limit; bounded
+//! per-peer send queues whose messages are batched into one write; reconnects
+//! with jittered exponential backoff; and snapshots streamed in chunks on
+//! connections of their own so heartbeats keep flowing.
+//!
+//! # Use
+//!
+//! The runtime starts a [`Network`] with a channel for [`Inbound`] events,
+//! hands every outgoing message of a `Ready` to [`Network::send`] (which
+//! never blocks), and feeds what arrives back to the core:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), keel_net::NetError> {
+//! use keel::{Envelope, Message, NodeId, Term};
+//! use keel_net::{Inbound, Network, NetworkConfig};
+//!
+//! let mut config = NetworkConfig::new(
+//!     42,                                     // cluster id
+//!     NodeId::new(1),                         // this node
+//!     "127.0.0.1:7001".parse().unwrap(),      // listen address
+//!     "/var/lib/keel/incoming".into(),        // where received snapshots go
+//! );
+//! config.peers.insert(NodeId::new(2), "127.0.0.1:7002".to_string());
+//! let (inbound_sender, mut inbound) = tokio::sync::mpsc::channel(1024);
+//! let network = Network::start(config, inbound_sender).await?;
+//!
+//! network.send(Envelope::new(NodeId::new(1), NodeId::new(2), Term::new(1), Message::TimeoutNow));
+//! while let Some(event) = inbound.recv().await {
+//!     match event {
+//!         Inbound::Message(envelope) => { /* raw_node.step(envelope) */ }
+//!         Inbound::Unreachable(peer) => { /* raw_node.report_unreachable(peer) */ }
+//!         Inbound::SnapshotReceived { envelope, data_path } => { /* restore, then step */ }
+//!         Inbound::SnapshotSent { to, outcome } => { /* raw_node.report_snapshot(to, outcome) */ }
+//!     }
+//! }
+//! network.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Connections and trust
+//!
+//! Each node dials each peer it sends to and only writes on that connection
+//! (so a pair of nodes uses two connections, one per direction; see
+//! [`Network`]). Every connection opens with a handshake naming the protocol
+//! version, the cluster id and both node ids; the listener refuses, and logs,
+//! a handshake from another cluster, for another node, or of another version,
+//! and closes a connection on any malformed or oversized frame, or on a
+//! message whose sender or recipient differs from the handshake's. With TLS,
+//! both sides must present certificates from the configured CA. The node id
+//! in the handshake is not bound to the certificate: any holder of a
+//! certificate from the CA is trusted to say who it is.
+
+#![warn(clippy::unwrap_used)]
+
+pub mod codec;
+mod config;
+mod frame;
+mod network;
+mod snapshot;
+mod tls;
+
+pub use codec::CodecError;
+pub use config::{NetworkConfig, TlsConfig};
+pub use frame::FrameError;
+pub use network::{Inbound, NetError, Network};
