@@ -55,8 +55,53 @@
 //!     node.advance(ready)?;
 //! }
 //! assert_eq!(applied, vec![Bytes::from_static(b"set x = 1")]);
+//!
+//! // Change membership: propose the change; when its entry comes out of a
+//! // Ready as committed, decode it and apply it (etcd's semantics: a change
+//! // takes effect when applied), then persist the new membership.
+//! use keel::{ConfChange, ReadMode};
+//! node.propose_conf_change(&ConfChange::add_learner(NodeId::new(2)))?;
+//! let mut membership = None;
+//! while node.has_ready() {
+//!     let ready = node.ready()?;
+//!     node.storage_mut().append(ready.entries())?;
+//!     if let Some(hard_state) = ready.hard_state() {
+//!         node.storage_mut().set_hard_state(hard_state)?;
+//!     }
+//!     for entry in ready.committed_entries() {
+//!         if entry.kind.is_conf_change() {
+//!             let change = ConfChange::decode(&entry.data)?;
+//!             let conf_state = node.apply_conf_change(&change)?;
+//!             node.storage_mut().set_conf_state(conf_state.clone())?;
+//!             membership = Some(conf_state);
+//!         }
+//!     }
+//!     node.advance(ready)?;
+//! }
+//! assert!(membership.unwrap().learners.contains(&NodeId::new(2)));
+//!
+//! // A linearizable read without writing to the log (thesis §6.4): ask for a
+//! // read index; serve the read once the state machine has applied it.
+//! node.read_index(Bytes::from_static(b"read #1"), ReadMode::Safe)?;
+//! let ready = node.ready()?;
+//! let state = &ready.read_states()[0];
+//! assert_eq!(state.context, Bytes::from_static(b"read #1"));
+//! assert!(state.index <= node.status().applied); // here: serve the read
+//! node.advance(ready)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## Snapshots
+//!
+//! The application takes snapshots of its state and compacts the log
+//! behind them (`StorageWrite::create_snapshot`, `StorageWrite::compact`).
+//! When a follower needs compacted entries, the leader's `Ready` carries a
+//! `Message::Snapshot` with the snapshot's *metadata only*: the runtime
+//! streams the data beside it (as `keel-net` does) and reports the outcome
+//! with [`RawNode::report_snapshot`]. The follower's runtime steps the
+//! message once the data has arrived; the core decides whether to install
+//! it (only if it is ahead of its commit index; matching entries after it
+//! are kept) and hands the metadata back in [`Ready::snapshot`].
 //!
 //! A multi-node cluster is the same loop on every node, with messages
 //! carried between them; `keel::testing::Cluster` (feature `test-support`) does
