@@ -8,31 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use keel::{Envelope, NodeId, SnapshotOutcome};
+use keel_net::Network;
 use tokio::sync::mpsc;
 
-/// What the transport hands to the raft loop.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A message from a peer.
-    Message(Envelope),
-    /// A message to this peer was dropped (queue full, connection failed).
-    Unreachable(NodeId),
-    /// A snapshot arrived whole: `envelope` carries its metadata, the data
-    /// is in the file at `data_path`.
-    SnapshotReceived {
-        /// The `Message::Snapshot` envelope.
-        envelope: Envelope,
-        /// The received data.
-        data_path: PathBuf,
-    },
-    /// How sending a snapshot ended.
-    SnapshotSent {
-        /// The recipient.
-        to: NodeId,
-        /// Delivered or failed.
-        outcome: SnapshotOutcome,
-    },
-}
+/// What the transport hands to the raft loop: keel-net's events, which
+/// [`LocalNetwork`] produces too.
+pub use keel_net::Inbound;
 
 /// Sends messages to peers. Implementations never block: a message that
 /// cannot be queued is dropped and reported as [`Inbound::Unreachable`].
@@ -187,4 +168,23 @@ impl Transport for LocalTransport {
     fn set_peer(&self, _id: NodeId, _address: &str) {}
 
     fn remove_peer(&self, _id: NodeId) {}
+}
+
+/// The real transport: keel-net's TCP (optionally TLS) network.
+impl Transport for Network {
+    fn send(&self, envelope: Envelope) {
+        Network::send(self, envelope);
+    }
+
+    fn send_snapshot(&self, envelope: Envelope, data: Box<dyn Read + Send>) {
+        Network::send_snapshot(self, envelope, data);
+    }
+
+    fn set_peer(&self, id: NodeId, address: &str) {
+        Network::set_peer(self, id, address.to_string());
+    }
+
+    fn remove_peer(&self, id: NodeId) {
+        Network::remove_peer(self, id);
+    }
 }
