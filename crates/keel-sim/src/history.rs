@@ -1,6 +1,7 @@
 //! The client history: every operation's invocation and completion, in
 //! the global order of simulation events.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use keel::{NodeId, ReadMode};
@@ -116,20 +117,33 @@ impl History {
     }
 
     /// The operations for the linearizability checker: failed ones left
-    /// out, unknown and outstanding ones with no completion.
-    pub fn checked_operations(&self) -> Vec<CheckedOperation> {
+    /// out, unknown and outstanding ones with no return time, except as
+    /// resolved with what the simulator saw applied: `applied` maps every
+    /// logged request that took effect to its output and the event of its
+    /// first apply. Such a request was committed — took effect — by then,
+    /// so that event bounds its linearization point like a return would.
+    /// With `settled` (nothing can still commit), an unknown request that
+    /// never applied never took effect and is left out.
+    pub fn checked_operations(&self, applied: &BTreeMap<(ClientId, u64), (Output, u64)>, settled: bool) -> Vec<CheckedOperation> {
         self.records
             .iter()
             .filter_map(|record| {
-                let completed = match record.completion {
+                let (completed_at, output) = match record.completion {
                     Some((_, Completion::Fail(_))) => return None,
-                    Some((at, Completion::Ok(output))) => Some((at, output)),
-                    Some((_, Completion::Unknown(_))) | None => None,
+                    Some((at, Completion::Ok(output))) => (Some(at), Some(output)),
+                    Some((_, Completion::Unknown(_))) | None => {
+                        match (applied.get(&(record.client, record.request)), record.path) {
+                            (Some((output, at)), Path::Log) if *at > record.invoked_at => (Some(*at), Some(*output)),
+                            (None, Path::Log) if settled => return None,
+                            _ => (None, None),
+                        }
+                    }
                 };
                 Some(CheckedOperation {
                     operation: record.operation,
                     invoked_at: record.invoked_at,
-                    completed,
+                    completed_at,
+                    output,
                 })
             })
             .collect()

@@ -30,8 +30,12 @@ pub struct CheckedOperation {
     pub operation: Operation,
     /// When it was invoked (a global event number).
     pub invoked_at: u64,
-    /// When it completed and with what output; `None` for an unknown outcome.
-    pub completed: Option<(u64, Output)>,
+    /// When it returned; `None` when the client never learnt the outcome
+    /// (it may take effect at any time after its invocation, or never).
+    pub completed_at: Option<u64>,
+    /// Its output, when known (a completion, or an unknown request the
+    /// simulator saw applied); `None`: whatever the state gives.
+    pub output: Option<Output>,
 }
 
 /// The verdict on a history.
@@ -120,7 +124,7 @@ impl EventList {
         let mut timed: Vec<(u64, bool, usize)> = Vec::with_capacity(operations.len() * 2);
         for (position, operation) in operations.iter().enumerate() {
             timed.push((operation.invoked_at, false, position));
-            let returned_at = operation.completed.map_or(u64::MAX, |(time, _)| time);
+            let returned_at = operation.completed_at.unwrap_or(u64::MAX);
             assert!(returned_at > operation.invoked_at, "an operation returned before it was invoked");
             timed.push((returned_at, true, position));
         }
@@ -210,7 +214,7 @@ pub fn check_key(key: Key, operations: &[CheckedOperation], steps_max: u64) -> V
     // Unknown reads have no effect: leave them out.
     let operations: Vec<CheckedOperation> = operations
         .iter()
-        .filter(|operation| operation.operation.is_write() || operation.completed.is_some())
+        .filter(|operation| operation.operation.is_write() || operation.completed_at.is_some())
         .copied()
         .collect();
     let mut list = EventList::new(&operations);
@@ -231,7 +235,7 @@ pub fn check_key(key: Key, operations: &[CheckedOperation], steps_max: u64) -> V
         let (position, is_call) = list.events[entry];
         if is_call {
             let operation = &operations[position];
-            if let Some(new_state) = step(state, &operation.operation, operation.completed.map(|(_, output)| output)) {
+            if let Some(new_state) = step(state, &operation.operation, operation.output) {
                 linearized.set(position);
                 if cache.insert((linearized.clone(), new_state)) {
                     stack.push((entry, state));
@@ -274,7 +278,8 @@ mod tests {
         CheckedOperation {
             operation: Operation::Put { key: KEY, value },
             invoked_at,
-            completed: completed_at.map(|time| (time, Output::Written)),
+            completed_at,
+            output: completed_at.map(|_| Output::Written),
         }
     }
 
@@ -282,7 +287,8 @@ mod tests {
         CheckedOperation {
             operation: Operation::Get { key: KEY },
             invoked_at,
-            completed: Some((completed_at, Output::Value(read))),
+            completed_at: Some(completed_at),
+            output: Some(Output::Value(read)),
         }
     }
 
@@ -290,7 +296,8 @@ mod tests {
         CheckedOperation {
             operation: Operation::Cas { key: KEY, expected, new },
             invoked_at,
-            completed: succeeded.map(|succeeded| (completed_at, Output::CasSucceeded(succeeded))),
+            completed_at: succeeded.map(|_| completed_at),
+            output: succeeded.map(Output::CasSucceeded),
         }
     }
 
@@ -369,6 +376,17 @@ mod tests {
         // An unknown CAS takes effect only if its comparison holds.
         assert!(is_linearizable(&[put(3, 1, Some(2)), cas(Some(3), 4, None, 3, 0), get(Some(4), 5, 6)]));
         assert!(!is_linearizable(&[put(3, 1, Some(2)), cas(Some(9), 4, None, 3, 0), get(Some(4), 5, 6)]));
+    }
+
+    #[test]
+    fn an_unknown_return_with_a_known_output_is_still_constrained() {
+        // The simulator saw the unknown CAS apply and fail: it cannot be
+        // what made the value 4.
+        let mut failed_cas = cas(Some(3), 4, None, 3, 0);
+        failed_cas.output = Some(Output::CasSucceeded(false));
+        assert!(!is_linearizable(&[put(3, 1, Some(2)), failed_cas, get(Some(4), 5, 6)]));
+        failed_cas.output = Some(Output::CasSucceeded(true));
+        assert!(is_linearizable(&[put(3, 1, Some(2)), failed_cas, get(Some(4), 5, 6)]));
     }
 
     #[test]

@@ -478,6 +478,9 @@ fn apply_entries(world: &mut World, id: NodeId, incarnation: u32, running: &mut 
                     Violation::new(Property::Contract, format!("node {id} applies {}: {error}", entry.log_id()))
                 })?;
                 let applied = running.kv.apply(&command);
+                if let Applied::Fresh(output) = applied {
+                    world.record_applied(id, &command, output)?;
+                }
                 if let Applied::Fresh(output) | Applied::Repeat(output) = applied {
                     world.complete_log_request(id, incarnation, &command, output);
                 }

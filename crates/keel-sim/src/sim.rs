@@ -46,6 +46,8 @@ const STEP_WEIGHT_TICK: u64 = 100;
 const STEP_WEIGHT_CLIENT: u64 = 80;
 const STEP_WEIGHT_DISK: u64 = 150;
 const STEP_WEIGHT_FAULT: u64 = 5;
+/// The longest message delay any run draws, in ticks.
+const DELAY_TICKS_MAX_ANY: u64 = 3;
 /// The key of the final write of the liveness phase, outside the clients' keys.
 const LIVENESS_KEY: Key = u8::MAX;
 
@@ -116,7 +118,9 @@ impl Shape {
     fn draw(rng: &mut SimRng, faults: &FaultSet) -> Shape {
         let nodes = *rng.pick(&[3, 3, 4, 5, 5]).unwrap_or(&3);
         let election_timeout_ticks_min = rng.between(5, 12);
-        let election_timeout_ticks_max = election_timeout_ticks_min + rng.between(3, 10);
+        // etcd's habit: timeouts spread over [min, 2 min); a narrower range
+        // makes split votes (and liveness failures) a matter of luck.
+        let election_timeout_ticks_max = 2 * election_timeout_ticks_min + rng.between(0, 4);
         let heartbeat_interval_ticks = rng.between(1, 2);
         let pre_vote = rng.chance(800_000);
         let check_quorum = rng.chance(700_000);
@@ -151,7 +155,7 @@ impl Shape {
         let network = NetworkFaults {
             loss: if faults.contains(Fault::Loss) { rng.between(0, 50_000) as u32 } else { 0 },
             duplicate: if faults.contains(Fault::Duplicate) { rng.between(0, 30_000) as u32 } else { 0 },
-            delay_ticks_max: if faults.contains(Fault::Delay) { rng.between(0, 3) } else { 0 },
+            delay_ticks_max: if faults.contains(Fault::Delay) { rng.between(0, DELAY_TICKS_MAX_ANY) } else { 0 },
             reorder: faults.contains(Fault::Reorder) && rng.chance(700_000),
         };
         Shape {
@@ -175,7 +179,7 @@ impl fmt::Display for Shape {
         write!(
             formatter,
             "{} nodes, election {}..{} ticks, heartbeat {}, pre-vote {}, check-quorum {}, async writes {}, \
-             inflight {}, message {} B, {} clients on {} keys, loss {} ppm, duplicate {} ppm, delay <= {} ticks, reorder {}",
+             inflight {}, message {} B, priorities {:?}, {} clients on {} keys, loss {} ppm, duplicate {} ppm, delay <= {} ticks, reorder {}",
             self.nodes,
             config.election_timeout_ticks_min,
             config.election_timeout_ticks_max,
@@ -185,6 +189,7 @@ impl fmt::Display for Shape {
             config.async_storage_writes,
             config.max_inflight_messages,
             config.max_message_bytes,
+            self.configs.iter().map(|config| config.priority).collect::<Vec<_>>(),
             self.clients,
             self.keys,
             self.network.loss,
@@ -313,6 +318,7 @@ impl Simulation {
             hasher: TraceHasher::new(),
             trace: TraceRing::new(options.trace_capacity),
             stats: Stats::default(),
+            applied_requests: std::collections::BTreeMap::new(),
         };
         let nodes = shape
             .configs
@@ -375,7 +381,11 @@ impl Simulation {
             self.check_all()?;
         }
         let (leader_ticks, converge_ticks) = self.liveness()?;
-        let operations = self.world.history.checked_operations();
+        // The run converged with nothing in flight: a request whose command
+        // never applied can no longer take effect, and one that applied has
+        // the output the state machine computed.
+        let settled = self.world.network.in_flight_count() == 0;
+        let operations = self.world.history.checked_operations(&self.world.applied_requests, settled);
         match check_history(&operations) {
             Verdict::Linearizable => {}
             Verdict::Violation {
@@ -402,10 +412,16 @@ impl Simulation {
                 ));
             }
             Verdict::Inconclusive { key } => {
+                let of_key: Vec<_> = operations.iter().filter(|operation| operation.operation.key() == key).collect();
+                let unknown = of_key.iter().filter(|operation| operation.completed_at.is_none()).count();
                 return Err(Violation::new(
                     Property::LinearizabilityInconclusive,
-                    format!("key {key}: the search ran out of its budget"),
-                ))
+                    format!(
+                        "key {key}: the search ran out of its budget on {} operations, {unknown} with unknown outcome \
+                         (settled: {settled})",
+                        of_key.len()
+                    ),
+                ));
             }
         }
         let digests: Vec<u64> = self.nodes.iter().filter_map(|node| node.running().map(|r| r.kv.digest())).collect();
@@ -618,7 +634,9 @@ impl Simulation {
         }
         let storage = storage.after_crash(survivors);
         let long_outage = self.world.rng.chance(200_000);
-        let downtime = if long_outage {
+        let downtime = if !self.faults_on {
+            0 // the liveness phase restarts at once
+        } else if long_outage {
             self.world.rng.between(8 * election, 16 * election)
         } else {
             self.world.rng.between(1, 3 * election)
@@ -1011,6 +1029,9 @@ impl Simulation {
         self.heal();
         self.world.network.set_faults(NetworkFaults::default());
         for position in 0..self.nodes.len() {
+            if let Some(running) = self.nodes[position].running_mut() {
+                running.raw.storage_mut().disarm_sync_failure();
+            }
             match &self.nodes[position].process {
                 Process::Down { .. } => self.restart(position)?,
                 Process::Running(running) if !running.is_healthy() => {
@@ -1070,6 +1091,14 @@ impl Simulation {
             }
             self.quiet_round()?;
         }
+        // Let messages delayed during the faults arrive, then settle.
+        for _ in 0..=DELAY_TICKS_MAX_ANY {
+            if self.world.network.in_flight_count() == 0 {
+                break;
+            }
+            self.quiet_round()?;
+        }
+        self.drain()?;
         // Nothing more will complete: what is left has an unknown outcome.
         for client in 0..self.shape.clients {
             self.world.complete_client(client, Completion::Unknown("run ended"));
@@ -1080,6 +1109,27 @@ impl Simulation {
     /// One round of the fault-free phase: deliver everything deliverable,
     /// drain the disks, then tick.
     fn quiet_round(&mut self) -> Result<(), Violation> {
+        self.drain()?;
+        self.world.step += 1;
+        self.tick()?;
+        self.check_all()
+    }
+
+    /// Delivers messages and completes disk work until none is left
+    /// (without advancing the clock), or a bound is hit.
+    fn drain(&mut self) -> Result<(), Violation> {
+        for _ in 0..100 {
+            self.drain_once()?;
+            let quiet = self.world.network.deliverable_count(self.world.now, &BTreeSet::new()) == 0
+                && !self.nodes.iter().any(node::has_disk_work);
+            if quiet {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_once(&mut self) -> Result<(), Violation> {
         let held = BTreeSet::new();
         for _ in 0..10_000 {
             if self.world.network.deliverable_count(self.world.now, &held) == 0 {
@@ -1098,9 +1148,7 @@ impl Simulation {
                 self.check_all()?;
             }
         }
-        self.world.step += 1;
-        self.tick()?;
-        self.check_all()
+        Ok(())
     }
 
     fn statuses(&self) -> Vec<Option<Status>> {

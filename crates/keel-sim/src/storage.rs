@@ -230,6 +230,11 @@ impl SimStorage {
         self.fail_next_sync = true;
     }
 
+    /// Cancels a failure armed by [`SimStorage::fail_next_sync`].
+    pub fn disarm_sync_failure(&mut self) {
+        self.fail_next_sync = false;
+    }
+
     /// Whether a failed sync poisoned the store.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()

@@ -2,8 +2,11 @@
 //! the network, the checkers, the clients and the trace. Kept apart from
 //! the nodes so a node and the world can be borrowed mutably together.
 
+use std::collections::BTreeMap;
+
 use keel::NodeId;
 
+use crate::checker::{Property, Violation};
 use crate::checker::SafetyChecker;
 use crate::history::{Completion, History, Path};
 use crate::kv::{ClientId, Command, Key, Output};
@@ -77,9 +80,34 @@ pub(crate) struct World {
     pub(crate) hasher: TraceHasher,
     pub(crate) trace: TraceRing,
     pub(crate) stats: Stats,
+    /// Every request applied fresh (in the committed order every node
+    /// shares), the output it produced and the event of its first apply.
+    pub(crate) applied_requests: BTreeMap<(ClientId, u64), (Output, u64)>,
 }
 
 impl World {
+    /// A node applied a request for the first time in the log: record its
+    /// output (which every node must compute alike) and when it was first
+    /// applied (it was committed, so took effect, no later than that).
+    pub(crate) fn record_applied(&mut self, node: NodeId, command: &Command, output: Output) -> Result<(), Violation> {
+        let key = (command.client, command.request);
+        match self.applied_requests.get(&key) {
+            Some((earlier, _)) if *earlier != output => Err(Violation::new(
+                Property::StateMachineSafety,
+                format!(
+                    "node {node} computed {output:?} for client {} request {} where another node computed {earlier:?}",
+                    command.client, command.request
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                let at = self.next_event();
+                self.applied_requests.insert(key, (output, at));
+                Ok(())
+            }
+        }
+    }
+
     /// Mixes words into the trace hash.
     pub(crate) fn hash(&mut self, words: &[u64]) {
         for word in words {
