@@ -156,3 +156,45 @@ impl NetworkConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> NetworkConfig {
+        NetworkConfig::new(
+            1,
+            NodeId::new(1),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            PathBuf::from("snapshots"),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid_and_each_bad_field_is_named() {
+        assert!(valid().validate().is_ok());
+        let cases: [(fn(&mut NetworkConfig), &str); 7] = [
+            (|config| config.node_id = NodeId::ZERO, "node_id"),
+            (|config| config.max_frame_bytes = 100, "max_frame_bytes"),
+            (|config| config.send_queue_messages = 0, "send_queue_messages"),
+            (|config| config.reconnect_backoff_ms_min = 10_000, "backoff"),
+            (
+                |config| config.inbound_connections_max = 0,
+                "inbound_connections_max",
+            ),
+            (
+                |config| config.snapshot_chunk_bytes = 16 * 1024 * 1024,
+                "snapshot_chunk_bytes",
+            ),
+            (|config| config.handshake_timeout_ms = 0, "handshake_timeout_ms"),
+        ];
+        for (spoil, field) in cases {
+            let mut config = valid();
+            spoil(&mut config);
+            match config.validate() {
+                Err(NetError::InvalidConfig(reason)) => assert!(reason.contains(field), "{reason}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+}
