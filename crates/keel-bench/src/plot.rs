@@ -1,0 +1,127 @@
+//! SVG plots of the end-to-end results: throughput and p99 latency against
+//! the number of clients, keel-kv and etcd on the same axes.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::workloads::EndToEndPoint;
+
+type Series = Vec<(f64, f64)>;
+
+fn series(
+    points: &[EndToEndPoint],
+    read_percent: u32,
+    value: impl Fn(&EndToEndPoint) -> (f64, f64),
+) -> (Series, Series) {
+    let mut etcd = Vec::new();
+    let mut keel = Vec::new();
+    for point in points.iter().filter(|point| point.read_percent == read_percent) {
+        let (etcd_value, keel_value) = value(point);
+        etcd.push((point.clients as f64, etcd_value));
+        keel.push((point.clients as f64, keel_value));
+    }
+    (etcd, keel)
+}
+
+/// Draws one line chart with a log-scaled client axis. `lines` are
+/// (label, colour, dashed, points).
+fn chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    lines: &[(String, RGBColor, bool, Series)],
+) -> Result<(), String> {
+    let error = |error: &dyn std::fmt::Display| error.to_string();
+    let x_max = lines
+        .iter()
+        .flat_map(|line| line.3.iter().map(|point| point.0))
+        .fold(1.0f64, f64::max)
+        * 1.3;
+    let y_max = lines
+        .iter()
+        .flat_map(|line| line.3.iter().map(|point| point.1))
+        .fold(0.0f64, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0.8f64..x_max).log_scale(), 0f64..y_max.max(1.0))
+        .map_err(|e| error(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("clients")
+        .y_desc(y_label)
+        .x_label_formatter(&|clients| format!("{clients:.0}"))
+        .draw()
+        .map_err(|e| error(&e))?;
+    for (label, colour, dashed, points) in lines {
+        let colour = *colour;
+        let style = if *dashed {
+            colour.mix(0.6).stroke_width(2)
+        } else {
+            colour.stroke_width(3)
+        };
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .map_err(|e| error(&e))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3)));
+        chart
+            .draw_series(points.iter().map(|&point| Circle::new(point, 4, colour.filled())))
+            .map_err(|e| error(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))?;
+    Ok(())
+}
+
+const KEEL_COLOUR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const ETCD_COLOUR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+
+/// Writes `throughput.svg` and `p99.svg` into `directory`.
+pub fn end_to_end(points: &[EndToEndPoint], directory: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
+    let mut throughput = Vec::new();
+    let mut p99 = Vec::new();
+    for (read_percent, dashed, mix) in [(0u32, false, "writes"), (90, true, "90% reads")] {
+        let (etcd, keel) = series(points, read_percent, |point| {
+            (point.etcd.requests_per_second(), point.keel.requests_per_second())
+        });
+        if etcd.is_empty() {
+            continue;
+        }
+        throughput.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel));
+        throughput.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd));
+        let (etcd, keel) = series(points, read_percent, |point| {
+            (point.etcd.latency_ms(0.99), point.keel.latency_ms(0.99))
+        });
+        p99.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel));
+        p99.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd));
+    }
+    if throughput.is_empty() {
+        return Ok(());
+    }
+    chart(
+        &directory.join("throughput.svg"),
+        "Requests per second, 3 members, 256-byte values",
+        "requests/s",
+        &throughput,
+    )?;
+    chart(
+        &directory.join("p99.svg"),
+        "p99 latency, 3 members, 256-byte values",
+        "p99 ms",
+        &p99,
+    )
+}
