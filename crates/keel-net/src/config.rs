@@ -161,6 +161,8 @@ impl NetworkConfig {
 mod tests {
     use super::*;
 
+    type Spoil = fn(&mut NetworkConfig);
+
     fn valid() -> NetworkConfig {
         NetworkConfig::new(
             1,
@@ -173,7 +175,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_each_bad_field_is_named() {
         assert!(valid().validate().is_ok());
-        let cases: [(fn(&mut NetworkConfig), &str); 7] = [
+        let cases: [(Spoil, &str); 7] = [
             (|config| config.node_id = NodeId::ZERO, "node_id"),
             (|config| config.max_frame_bytes = 100, "max_frame_bytes"),
             (|config| config.send_queue_messages = 0, "send_queue_messages"),
