@@ -38,6 +38,9 @@ pub enum Property {
     LogMatching,
     /// A leader lacks an entry committed before its term.
     LeaderCompleteness,
+    /// A leader moved its commit index onto an entry of an earlier term
+    /// (only entries of its own term commit by counting, §5.4.2).
+    CommitRule,
     /// Two nodes applied different entries at one index.
     StateMachineSafety,
     /// A node's entry at an index it had committed changed.
@@ -57,6 +60,8 @@ pub enum Property {
     Linearizability,
     /// The linearizability search ran out of budget (not a pass).
     LinearizabilityInconclusive,
+    /// A node (or the simulator) panicked: a core assertion fired.
+    Panic,
     /// The simulator itself hit an impossible state (a bug in keel-sim, or a
     /// core output that breaks its documented contract).
     Contract,
@@ -70,6 +75,7 @@ impl Property {
             Property::DoubleVote => "double-vote",
             Property::LogMatching => "log-matching",
             Property::LeaderCompleteness => "leader-completeness",
+            Property::CommitRule => "commit-rule",
             Property::StateMachineSafety => "state-machine-safety",
             Property::CommittedEntryChanged => "committed-entry-changed",
             Property::Monotonicity => "monotonicity",
@@ -78,6 +84,7 @@ impl Property {
             Property::Liveness => "liveness",
             Property::Linearizability => "linearizability",
             Property::LinearizabilityInconclusive => "linearizability-inconclusive",
+            Property::Panic => "panic",
             Property::Contract => "contract",
         }
     }

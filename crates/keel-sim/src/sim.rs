@@ -263,9 +263,20 @@ impl fmt::Display for Failure {
 /// The first violated property, with the trace and the replay command.
 pub fn run(options: &SimOptions) -> Result<RunReport, Box<Failure>> {
     let mut simulation = Simulation::new(options);
-    match simulation.run_phases() {
-        Ok(report) => Ok(report),
-        Err(violation) => Err(Box::new(simulation.failure(violation))),
+    // A panic — a core assertion, or one in the simulator — is a failure of
+    // the seed like any other: report it with the trace and the replay.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulation.run_phases()));
+    match outcome {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(violation)) => Err(Box::new(simulation.failure(violation))),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_string()))
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(Box::new(simulation.failure(Violation::new(Property::Panic, message))))
+        }
     }
 }
 
@@ -846,8 +857,15 @@ impl Simulation {
     }
 
     fn fault_crash(&mut self) {
+        // Half the time the leader: leader crashes right after elections
+        // are where commit-rule bugs (Figure 8) show.
+        let leader = self.leader().map(|leader| (leader.get() - 1) as usize);
         let available = self.available();
-        if let Some(&position) = self.world.rng.pick(&available) {
+        let target = match leader {
+            Some(leader) if self.world.rng.chance(500_000) => Some(leader),
+            _ => self.world.rng.pick(&available).copied(),
+        };
+        if let Some(position) = target {
             self.crash(position);
         }
     }
@@ -1012,6 +1030,7 @@ impl Simulation {
                 }
             }
             if disk_caught_up {
+                check_commit_rule(id, running, &status)?;
                 track_commit(&mut self.world.checker, id, running, &status)?;
             }
             running.observed.hard_state = status.hard_state;
@@ -1282,6 +1301,29 @@ fn check_monotonic(id: NodeId, running: &node::Running, status: &Status) -> Resu
         ));
     }
     Ok(())
+}
+
+/// A leader advances its commit index only to an entry of its own term
+/// (§5.4.2, Figure 8): earlier terms' entries commit only underneath one.
+fn check_commit_rule(id: NodeId, running: &node::Running, status: &Status) -> Result<(), Violation> {
+    let before = running.observed;
+    let stayed_leader = before.role == Some(Role::Leader)
+        && status.role == Role::Leader
+        && before.hard_state.term == status.hard_state.term;
+    let commit = status.hard_state.commit;
+    if !stayed_leader || commit <= before.hard_state.commit {
+        return Ok(());
+    }
+    match running.raw.storage().entry(commit) {
+        Some(entry) if entry.term != status.hard_state.term => Err(Violation::new(
+            Property::CommitRule,
+            format!(
+                "leader {id} of term {} advanced its commit index from {} to {} whose entry is of term {}",
+                status.hard_state.term, before.hard_state.commit, commit, entry.term
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Records the node's newly committed entries (those on its disk).
