@@ -1,0 +1,41 @@
+//! # keel-kv
+//!
+//! The replicated key-value server built on keel: an ordered map
+//! replicated with Raft, served over HTTP (see `shared/KV_API.md` for the
+//! contract), with a CLI, a local cluster runner and a load generator.
+//!
+//! The pieces:
+//! - [`store`]: the state machine (`KvStore`): put, delete, compare-and-set,
+//!   streamed snapshots.
+//! - [`api`]: the HTTP routes, limits and error bodies.
+//! - [`server`]: starting a node and serving its API.
+//! - [`client`]: a small HTTP client for the API.
+//! - [`metrics`]: the Prometheus text of `/metrics`.
+//!
+//! A one-node server in a test, over keel-node's in-process network:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use keel_kv::api::ApiLimits;
+//! use keel_kv::server::{start_node, HttpServer, NodeOptions};
+//!
+//! let network = keel_node::LocalNetwork::new("/tmp/kv-spool");
+//! let (sender, receiver) = keel_node::inbound_channel();
+//! let transport = network.join(keel::NodeId::new(1), sender);
+//! let mut options = NodeOptions::new(1, "/tmp/kv-1", "local:1".into(), "127.0.0.1:8001".into());
+//! options.initial_cluster = Some(vec![(1, "local:1".into())]);
+//! let node = start_node(&options, transport, receiver).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
+//! let server = HttpServer::start(listener, node, ApiLimits::default())?;
+//! println!("serving on {}", server.local_addr());
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(clippy::unwrap_used)]
+
+pub mod api;
+pub mod client;
+pub mod metrics;
+pub mod server;
+pub mod store;
