@@ -186,7 +186,12 @@ impl SafetyChecker {
     }
 
     /// `node` wrote `entry` to its disk, after an entry of term `previous_term`.
-    pub fn observe_written(&mut self, node: NodeId, entry: &Entry, previous_term: Term) -> Result<(), Violation> {
+    pub fn observe_written(
+        &mut self,
+        node: NodeId,
+        entry: &Entry,
+        previous_term: Term,
+    ) -> Result<(), Violation> {
         let content = Content::of(entry);
         match self.written.get(&entry.log_id()) {
             None => {
@@ -213,7 +218,13 @@ impl SafetyChecker {
     /// `node`, in `node_term`, holds `entry` as committed; `how` says how it
     /// knows ("commit index" or "applied"). The first sighting of an index
     /// fixes its entry.
-    pub fn observe_committed(&mut self, node: NodeId, node_term: Term, entry: &Entry, how: &'static str) -> Result<(), Violation> {
+    pub fn observe_committed(
+        &mut self,
+        node: NodeId,
+        node_term: Term,
+        entry: &Entry,
+        how: &'static str,
+    ) -> Result<(), Violation> {
         let content = Content::of(entry);
         match self.committed.get(&entry.index) {
             None => {
@@ -251,7 +262,11 @@ impl SafetyChecker {
     /// The entries from `first` on that were certainly committed before
     /// `term` began, as `(index, entry term)`: every leader of `term` must
     /// hold them (leader completeness).
-    pub fn committed_before_term(&self, first: Index, term: Term) -> impl Iterator<Item = (Index, Term)> + '_ {
+    pub fn committed_before_term(
+        &self,
+        first: Index,
+        term: Term,
+    ) -> impl Iterator<Item = (Index, Term)> + '_ {
         self.committed
             .range(first..)
             .filter(move |(_, committed)| committed.known_in_term < term)
@@ -274,7 +289,12 @@ mod tests {
     use super::*;
 
     fn entry(term: u64, index: u64, data: &'static [u8]) -> Entry {
-        Entry::new(Term::new(term), Index::new(index), EntryKind::Normal, Bytes::from_static(data))
+        Entry::new(
+            Term::new(term),
+            Index::new(index),
+            EntryKind::Normal,
+            Bytes::from_static(data),
+        )
     }
 
     fn id(value: u64) -> NodeId {
@@ -304,14 +324,26 @@ mod tests {
     #[test]
     fn same_index_and_term_with_other_content_or_history_breaks_log_matching() {
         let mut checker = SafetyChecker::new();
-        assert!(checker.observe_written(id(1), &entry(1, 1, b"a"), Term::ZERO).is_ok());
-        assert!(checker.observe_written(id(2), &entry(1, 1, b"a"), Term::ZERO).is_ok());
+        assert!(checker
+            .observe_written(id(1), &entry(1, 1, b"a"), Term::ZERO)
+            .is_ok());
+        assert!(checker
+            .observe_written(id(2), &entry(1, 1, b"a"), Term::ZERO)
+            .is_ok());
         // Another term at the same index is fine (an uncommitted entry).
-        assert!(checker.observe_written(id(2), &entry(2, 1, b"b"), Term::ZERO).is_ok());
-        let content = checker.observe_written(id(3), &entry(1, 1, b"x"), Term::ZERO).unwrap_err();
+        assert!(checker
+            .observe_written(id(2), &entry(2, 1, b"b"), Term::ZERO)
+            .is_ok());
+        let content = checker
+            .observe_written(id(3), &entry(1, 1, b"x"), Term::ZERO)
+            .unwrap_err();
         assert_eq!(content.property, Property::LogMatching);
-        assert!(checker.observe_written(id(1), &entry(3, 2, b"c"), Term::new(1)).is_ok());
-        let history = checker.observe_written(id(2), &entry(3, 2, b"c"), Term::new(2)).unwrap_err();
+        assert!(checker
+            .observe_written(id(1), &entry(3, 2, b"c"), Term::new(1))
+            .is_ok());
+        let history = checker
+            .observe_written(id(2), &entry(3, 2, b"c"), Term::new(2))
+            .unwrap_err();
         assert_eq!(history.property, Property::LogMatching);
     }
 
@@ -319,16 +351,28 @@ mod tests {
     fn committed_entries_are_fixed_by_the_first_sighting() {
         let mut checker = SafetyChecker::new();
         let term = Term::new(1);
-        assert!(checker.observe_committed(id(1), term, &entry(1, 1, b"a"), "commit index").is_ok());
-        assert!(checker.observe_committed(id(2), Term::new(3), &entry(1, 1, b"a"), "applied").is_ok());
-        let applied = checker.observe_committed(id(3), term, &entry(2, 1, b"b"), "applied").unwrap_err();
+        assert!(checker
+            .observe_committed(id(1), term, &entry(1, 1, b"a"), "commit index")
+            .is_ok());
+        assert!(checker
+            .observe_committed(id(2), Term::new(3), &entry(1, 1, b"a"), "applied")
+            .is_ok());
+        let applied = checker
+            .observe_committed(id(3), term, &entry(2, 1, b"b"), "applied")
+            .unwrap_err();
         assert_eq!(applied.property, Property::StateMachineSafety);
-        let changed = checker.observe_committed(id(3), term, &entry(1, 1, b"z"), "commit index").unwrap_err();
+        let changed = checker
+            .observe_committed(id(3), term, &entry(1, 1, b"z"), "commit index")
+            .unwrap_err();
         assert_eq!(changed.property, Property::CommittedEntryChanged);
         assert_eq!(checker.committed_max(), Index::new(1));
         // Known committed in term 1: leaders of term 2 on must hold it, a
         // (stale) leader of term 1 need not.
-        let before = |term| checker.committed_before_term(Index::new(1), Term::new(term)).collect::<Vec<_>>();
+        let before = |term| {
+            checker
+                .committed_before_term(Index::new(1), Term::new(term))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(before(2), vec![(Index::new(1), Term::new(1))]);
         assert!(before(1).is_empty());
     }

@@ -124,7 +124,11 @@ impl History {
     /// so that event bounds its linearization point like a return would.
     /// With `settled` (nothing can still commit), an unknown request that
     /// never applied never took effect and is left out.
-    pub fn checked_operations(&self, applied: &BTreeMap<(ClientId, u64), (Output, u64)>, settled: bool) -> Vec<CheckedOperation> {
+    pub fn checked_operations(
+        &self,
+        applied: &BTreeMap<(ClientId, u64), (Output, u64)>,
+        settled: bool,
+    ) -> Vec<CheckedOperation> {
         self.records
             .iter()
             .filter_map(|record| {
@@ -133,7 +137,9 @@ impl History {
                     Some((at, Completion::Ok(output))) => (Some(at), Some(output)),
                     Some((_, Completion::Unknown(_))) | None => {
                         match (applied.get(&(record.client, record.request)), record.path) {
-                            (Some((output, at)), Path::Log) if *at > record.invoked_at => (Some(*at), Some(*output)),
+                            (Some((output, at)), Path::Log) if *at > record.invoked_at => {
+                                (Some(*at), Some(*output))
+                            }
                             (None, Path::Log) if settled => return None,
                             _ => (None, None),
                         }
@@ -151,6 +157,8 @@ impl History {
 
     /// The records touching `key`, for a failure report.
     pub fn records_for_key(&self, key: crate::kv::Key) -> impl Iterator<Item = &Record> {
-        self.records.iter().filter(move |record| record.operation.key() == key)
+        self.records
+            .iter()
+            .filter(move |record| record.operation.key() == key)
     }
 }

@@ -122,7 +122,11 @@ impl Command {
                 buffer.put_u8(TAG_GET);
                 buffer.put_u8(key);
             }
-            Operation::Cas { key, expected: None, new } => {
+            Operation::Cas {
+                key,
+                expected: None,
+                new,
+            } => {
                 buffer.put_u8(TAG_CAS_ABSENT);
                 buffer.put_u8(key);
                 buffer.put_u64_le(new);
@@ -335,10 +339,19 @@ mod tests {
             expected: None,
             new: 5,
         };
-        assert_eq!(store.apply(&command(1, cas)), Applied::Fresh(Output::CasSucceeded(true)));
-        assert_eq!(store.apply(&command(1, cas)), Applied::Repeat(Output::CasSucceeded(true)));
+        assert_eq!(
+            store.apply(&command(1, cas)),
+            Applied::Fresh(Output::CasSucceeded(true))
+        );
+        assert_eq!(
+            store.apply(&command(1, cas)),
+            Applied::Repeat(Output::CasSucceeded(true))
+        );
         assert_eq!(store.get(0), Some(5));
-        assert_eq!(store.apply(&command(2, cas)), Applied::Fresh(Output::CasSucceeded(false)));
+        assert_eq!(
+            store.apply(&command(2, cas)),
+            Applied::Fresh(Output::CasSucceeded(false))
+        );
         assert_eq!(
             store.apply(&command(1, Operation::Put { key: 0, value: 1 })),
             Applied::Superseded

@@ -69,7 +69,10 @@ pub const SEARCH_STEPS_MAX: u64 = 20_000_000;
 pub fn check_history(operations: &[CheckedOperation]) -> Verdict {
     let mut per_key: BTreeMap<Key, Vec<CheckedOperation>> = BTreeMap::new();
     for operation in operations {
-        per_key.entry(operation.operation.key()).or_default().push(*operation);
+        per_key
+            .entry(operation.operation.key())
+            .or_default()
+            .push(*operation);
     }
     for (key, operations) in per_key {
         let verdict = check_key(key, &operations, SEARCH_STEPS_MAX);
@@ -125,7 +128,10 @@ impl EventList {
         for (position, operation) in operations.iter().enumerate() {
             timed.push((operation.invoked_at, false, position));
             let returned_at = operation.completed_at.unwrap_or(u64::MAX);
-            assert!(returned_at > operation.invoked_at, "an operation returned before it was invoked");
+            assert!(
+                returned_at > operation.invoked_at,
+                "an operation returned before it was invoked"
+            );
             timed.push((returned_at, true, position));
         }
         timed.sort_unstable();
@@ -145,9 +151,9 @@ impl EventList {
         let mut next = vec![NONE; count + 1];
         let mut previous = vec![NONE; count + 1];
         let mut last = head;
-        for position in 0..count {
+        for (position, previous_of_position) in previous.iter_mut().enumerate().take(count) {
             next[last] = position;
-            previous[position] = last;
+            *previous_of_position = last;
             last = position;
         }
         EventList {
@@ -292,9 +298,19 @@ mod tests {
         }
     }
 
-    fn cas(expected: Option<Value>, new: Value, succeeded: Option<bool>, invoked_at: u64, completed_at: u64) -> CheckedOperation {
+    fn cas(
+        expected: Option<Value>,
+        new: Value,
+        succeeded: Option<bool>,
+        invoked_at: u64,
+        completed_at: u64,
+    ) -> CheckedOperation {
         CheckedOperation {
-            operation: Operation::Cas { key: KEY, expected, new },
+            operation: Operation::Cas {
+                key: KEY,
+                expected,
+                new,
+            },
             invoked_at,
             completed_at: succeeded.map(|_| completed_at),
             output: succeeded.map(Output::CasSucceeded),
@@ -313,7 +329,12 @@ mod tests {
     fn empty_and_sequential_histories_are_linearizable() {
         assert!(is_linearizable(&[]));
         assert!(is_linearizable(&[get(None, 1, 2)]));
-        assert!(is_linearizable(&[put(1, 1, Some(2)), get(Some(1), 3, 4), put(2, 5, Some(6)), get(Some(2), 7, 8)]));
+        assert!(is_linearizable(&[
+            put(1, 1, Some(2)),
+            get(Some(1), 3, 4),
+            put(2, 5, Some(6)),
+            get(Some(2), 7, 8)
+        ]));
         assert!(is_linearizable(&[
             cas(None, 4, Some(true), 1, 2),
             cas(None, 5, Some(false), 3, 4),
@@ -342,8 +363,16 @@ mod tests {
     fn concurrent_operations_may_take_effect_in_either_order() {
         // put(1) and put(2) overlap; reads after both may see either one,
         // but two later reads cannot disagree in the "wrong" direction.
-        assert!(is_linearizable(&[put(1, 1, Some(4)), put(2, 2, Some(3)), get(Some(1), 5, 6)]));
-        assert!(is_linearizable(&[put(1, 1, Some(4)), put(2, 2, Some(3)), get(Some(2), 5, 6)]));
+        assert!(is_linearizable(&[
+            put(1, 1, Some(4)),
+            put(2, 2, Some(3)),
+            get(Some(1), 5, 6)
+        ]));
+        assert!(is_linearizable(&[
+            put(1, 1, Some(4)),
+            put(2, 2, Some(3)),
+            get(Some(2), 5, 6)
+        ]));
         assert!(!is_linearizable(&[
             put(1, 1, Some(4)),
             put(2, 2, Some(3)),
@@ -351,8 +380,16 @@ mod tests {
             get(Some(1), 7, 8),
         ]));
         // A read overlapping a write sees the old or the new value.
-        assert!(is_linearizable(&[put(1, 1, Some(2)), put(2, 3, Some(6)), get(Some(1), 4, 5)]));
-        assert!(is_linearizable(&[put(1, 1, Some(2)), put(2, 3, Some(6)), get(Some(2), 4, 5)]));
+        assert!(is_linearizable(&[
+            put(1, 1, Some(2)),
+            put(2, 3, Some(6)),
+            get(Some(1), 4, 5)
+        ]));
+        assert!(is_linearizable(&[
+            put(1, 1, Some(2)),
+            put(2, 3, Some(6)),
+            get(Some(2), 4, 5)
+        ]));
         // ... but once it has seen the new value, a later read cannot see
         // the old one (the new/old inversion).
         assert!(!is_linearizable(&[
@@ -370,12 +407,24 @@ mod tests {
         // An unknown put that is never observed.
         assert!(is_linearizable(&[put(1, 1, None), get(None, 5, 6)]));
         // Observed, then unobserved: it cannot be undone.
-        assert!(!is_linearizable(&[put(1, 1, None), get(Some(1), 5, 6), get(None, 7, 8)]));
+        assert!(!is_linearizable(&[
+            put(1, 1, None),
+            get(Some(1), 5, 6),
+            get(None, 7, 8)
+        ]));
         // An unknown put cannot take effect before it was invoked.
         assert!(!is_linearizable(&[get(Some(1), 1, 2), put(1, 3, None)]));
         // An unknown CAS takes effect only if its comparison holds.
-        assert!(is_linearizable(&[put(3, 1, Some(2)), cas(Some(3), 4, None, 3, 0), get(Some(4), 5, 6)]));
-        assert!(!is_linearizable(&[put(3, 1, Some(2)), cas(Some(9), 4, None, 3, 0), get(Some(4), 5, 6)]));
+        assert!(is_linearizable(&[
+            put(3, 1, Some(2)),
+            cas(Some(3), 4, None, 3, 0),
+            get(Some(4), 5, 6)
+        ]));
+        assert!(!is_linearizable(&[
+            put(3, 1, Some(2)),
+            cas(Some(9), 4, None, 3, 0),
+            get(Some(4), 5, 6)
+        ]));
     }
 
     #[test]
@@ -384,17 +433,31 @@ mod tests {
         // what made the value 4.
         let mut failed_cas = cas(Some(3), 4, None, 3, 0);
         failed_cas.output = Some(Output::CasSucceeded(false));
-        assert!(!is_linearizable(&[put(3, 1, Some(2)), failed_cas, get(Some(4), 5, 6)]));
+        assert!(!is_linearizable(&[
+            put(3, 1, Some(2)),
+            failed_cas,
+            get(Some(4), 5, 6)
+        ]));
         failed_cas.output = Some(Output::CasSucceeded(true));
-        assert!(is_linearizable(&[put(3, 1, Some(2)), failed_cas, get(Some(4), 5, 6)]));
+        assert!(is_linearizable(&[
+            put(3, 1, Some(2)),
+            failed_cas,
+            get(Some(4), 5, 6)
+        ]));
     }
 
     #[test]
     fn cas_results_must_match_the_state() {
         // The CAS claims success but the value was 2, not 1.
-        assert!(!is_linearizable(&[put(2, 1, Some(2)), cas(Some(1), 5, Some(true), 3, 4)]));
+        assert!(!is_linearizable(&[
+            put(2, 1, Some(2)),
+            cas(Some(1), 5, Some(true), 3, 4)
+        ]));
         // The CAS claims failure although the comparison held.
-        assert!(!is_linearizable(&[put(1, 1, Some(2)), cas(Some(1), 5, Some(false), 3, 4)]));
+        assert!(!is_linearizable(&[
+            put(1, 1, Some(2)),
+            cas(Some(1), 5, Some(false), 3, 4)
+        ]));
         // Two concurrent CASes from the same value: only one may win.
         assert!(is_linearizable(&[
             put(0, 1, Some(2)),
@@ -418,7 +481,10 @@ mod tests {
         assert!(is_linearizable(&[other_key, get(None, 3, 4)]));
         let mut wrong = get(Some(9), 3, 4);
         wrong.operation = Operation::Get { key: 2 };
-        assert!(matches!(check_history(&[other_key, wrong]), Verdict::Violation { key: 2, .. }));
+        assert!(matches!(
+            check_history(&[other_key, wrong]),
+            Verdict::Violation { key: 2, .. }
+        ));
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl Network {
         self.in_flight
             .iter()
             .enumerate()
-            .filter(move |(_, message)| message.deliverable_at_tick <= now && !held.contains(&message.envelope.to))
+            .filter(move |(_, message)| {
+                message.deliverable_at_tick <= now && !held.contains(&message.envelope.to)
+            })
             .map(|(position, _)| position)
     }
 
@@ -178,7 +180,12 @@ mod tests {
     use keel::{Message, Term};
 
     fn envelope(from: u64, to: u64) -> Envelope {
-        Envelope::new(NodeId::new(from), NodeId::new(to), Term::new(1), Message::TimeoutNow)
+        Envelope::new(
+            NodeId::new(from),
+            NodeId::new(to),
+            Term::new(1),
+            Message::TimeoutNow,
+        )
     }
 
     #[test]
@@ -227,10 +234,19 @@ mod tests {
             network.send(&mut rng, 0, envelope(1, 2), None);
         }
         assert!((800..1200).contains(&network.lost), "lost {}", network.lost);
-        assert!((700..1100).contains(&network.duplicated), "duplicated {}", network.duplicated);
-        assert_eq!(network.in_flight_count() as u64, 10_000 - network.lost + network.duplicated);
+        assert!(
+            (700..1100).contains(&network.duplicated),
+            "duplicated {}",
+            network.duplicated
+        );
+        assert_eq!(
+            network.in_flight_count() as u64,
+            10_000 - network.lost + network.duplicated
+        );
         network.partition(&[NodeId::new(1)], &[NodeId::new(2), NodeId::new(3)]);
-        assert!(network.is_cut(NodeId::new(3), NodeId::new(1)) && !network.is_cut(NodeId::new(2), NodeId::new(3)));
+        assert!(
+            network.is_cut(NodeId::new(3), NodeId::new(1)) && !network.is_cut(NodeId::new(2), NodeId::new(3))
+        );
         network.heal();
         assert!(!network.has_cuts());
     }

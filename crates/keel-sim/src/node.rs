@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use keel::{
-    Config, Entry, EntryKind, Envelope, Error, HardState, Index, LogId, Message, NodeId, PersistMarker, RawNode,
-    ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
+    Config, Entry, EntryKind, Envelope, Error, HardState, Index, LogId, Message, NodeId, PersistMarker,
+    RawNode, ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
 };
 
 use crate::checker::{Property, Violation};
@@ -96,7 +96,10 @@ impl Running {
 /// A process, running or down.
 pub(crate) enum Process {
     Running(Box<Running>),
-    Down { storage: SimStorage, restart_at_tick: u64 },
+    Down {
+        storage: Box<SimStorage>,
+        restart_at_tick: u64,
+    },
 }
 
 /// A node of the simulated cluster across its incarnations.
@@ -132,14 +135,20 @@ impl SimNode {
             (false, None) => {
                 return Err(Violation::new(
                     Property::Contract,
-                    format!("node {} has snapshot {} without its image", self.id, snapshot.last),
+                    format!(
+                        "node {} has snapshot {} without its image",
+                        self.id, snapshot.last
+                    ),
                 ))
             }
         };
         let mut config = self.config.clone();
         config.applied = snapshot.last.index;
         let raw = RawNode::new(&config, storage).map_err(|error| {
-            Violation::new(Property::Contract, format!("node {} cannot start: {error}", self.id))
+            Violation::new(
+                Property::Contract,
+                format!("node {} cannot start: {error}", self.id),
+            )
         })?;
         let status = raw.status();
         self.incarnation += 1;
@@ -207,7 +216,10 @@ pub(crate) fn call<T>(
         _ if saw_failure => {
             return Err(Violation::new(
                 Property::StopOnStorageFailure,
-                format!("node {node_id} read a failed storage and went on ({:?})", result.as_ref().err()),
+                format!(
+                    "node {node_id} read a failed storage and went on ({:?})",
+                    result.as_ref().err()
+                ),
             ))
         }
         _ => {}
@@ -221,7 +233,9 @@ fn send(world: &mut World, running: &Running, envelopes: Vec<Envelope>) -> Resul
     for envelope in envelopes {
         let image = match &envelope.message {
             Message::VoteResponse(response) if response.kind == VoteKind::Vote && response.granted => {
-                world.checker.observe_vote(envelope.from, envelope.term, envelope.to)?;
+                world
+                    .checker
+                    .observe_vote(envelope.from, envelope.term, envelope.to)?;
                 None
             }
             Message::Snapshot(metadata) => {
@@ -296,25 +310,47 @@ fn trace_soft_state(world: &mut World, id: NodeId, running: &Running, ready: &Re
         let term = running.raw.status().hard_state.term;
         world.hash(&[7, id.get(), term.get(), soft_state.leader.map_or(0, NodeId::get)]);
         if world.trace.is_enabled() {
-            let detail = format!("{:?}, leader {:?}", soft_state.role, soft_state.leader.map(NodeId::get));
-            world.trace_event(TraceEvent::Role { node: id, term, detail });
+            let detail = format!(
+                "{:?}, leader {:?}",
+                soft_state.role,
+                soft_state.leader.map(NodeId::get)
+            );
+            world.trace_event(TraceEvent::Role {
+                node: id,
+                term,
+                detail,
+            });
         }
     }
 }
 
 /// The snapshot image for a `Ready`'s snapshot, received with the message.
 fn take_image(id: NodeId, running: &mut Running, metadata: &SnapshotMetadata) -> Result<KvStore, Violation> {
-    let image = running.received_images.remove(&metadata.last.index).ok_or_else(|| {
-        Violation::new(
-            Property::Contract,
-            format!("node {id} must install snapshot {} that it never received", metadata.last),
-        )
-    })?;
-    running.received_images.retain(|index, _| *index > metadata.last.index);
+    let image = running
+        .received_images
+        .remove(&metadata.last.index)
+        .ok_or_else(|| {
+            Violation::new(
+                Property::Contract,
+                format!(
+                    "node {id} must install snapshot {} that it never received",
+                    metadata.last
+                ),
+            )
+        })?;
+    running
+        .received_images
+        .retain(|index, _| *index > metadata.last.index);
     Ok(image)
 }
 
-fn handle_ready_sync(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, mut ready: Ready) -> Result<(), Violation> {
+fn handle_ready_sync(
+    world: &mut World,
+    id: NodeId,
+    incarnation: u32,
+    running: &mut Running,
+    mut ready: Ready,
+) -> Result<(), Violation> {
     send(world, running, ready.take_messages())?;
     let snapshot = match ready.snapshot().cloned() {
         Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
@@ -346,7 +382,13 @@ fn handle_ready_sync(world: &mut World, id: NodeId, incarnation: u32, running: &
     Ok(())
 }
 
-fn queue_ready(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, mut ready: Ready) -> Result<(), Violation> {
+fn queue_ready(
+    world: &mut World,
+    id: NodeId,
+    incarnation: u32,
+    running: &mut Running,
+    mut ready: Ready,
+) -> Result<(), Violation> {
     send(world, running, ready.take_messages())?;
     let snapshot = match ready.snapshot().cloned() {
         Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
@@ -357,13 +399,18 @@ fn queue_ready(world: &mut World, id: NodeId, incarnation: u32, running: &mut Ru
     if applied_index.is_some() {
         running.unapplied.push_back(ApplyJob {
             ready_number: ready.number(),
-            snapshot: snapshot.as_ref().map(|(metadata, image)| (metadata.last.index, image.clone())),
+            snapshot: snapshot
+                .as_ref()
+                .map(|(metadata, image)| (metadata.last.index, image.clone())),
             entries: committed,
             applied_index,
         });
     }
     let persisted_messages = ready.take_persisted_messages();
-    let has_writes = snapshot.is_some() || !ready.entries().is_empty() || ready.hard_state().is_some() || !persisted_messages.is_empty();
+    let has_writes = snapshot.is_some()
+        || !ready.entries().is_empty()
+        || ready.hard_state().is_some()
+        || !persisted_messages.is_empty();
     if has_writes {
         running.unpersisted.push_back(PersistJob {
             number: ready.number(),
@@ -383,7 +430,12 @@ fn queue_ready(world: &mut World, id: NodeId, incarnation: u32, running: &mut Ru
 
 /// Writes a job's snapshot, entries and hard state, then syncs if asked.
 /// Returns false if the disk failed (the process is now failing).
-fn write_to_disk(world: &mut World, id: NodeId, running: &mut Running, job: &PersistJob) -> Result<bool, Violation> {
+fn write_to_disk(
+    world: &mut World,
+    id: NodeId,
+    running: &mut Running,
+    job: &PersistJob,
+) -> Result<bool, Violation> {
     let storage = running.raw.storage_mut();
     let mut result = Ok(());
     if let Some((metadata, image)) = &job.snapshot {
@@ -427,7 +479,12 @@ pub(crate) fn fail_process(world: &mut World, id: NodeId, running: &mut Running)
 }
 
 /// Log matching and committed-entry checks on entries just written.
-fn check_written(world: &mut World, id: NodeId, running: &Running, entries: &[Entry]) -> Result<(), Violation> {
+fn check_written(
+    world: &mut World,
+    id: NodeId,
+    running: &Running,
+    entries: &[Entry],
+) -> Result<(), Violation> {
     let storage = running.raw.storage();
     let term = running.observed.hard_state.term;
     for entry in entries {
@@ -459,13 +516,27 @@ fn restore(running: &mut Running, index: Index, image: KvStore) {
 
 /// Applies committed entries to the state machine, checking each against
 /// the committed entries seen so far, and completes client requests.
-fn apply_entries(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, entries: &[Entry]) -> Result<(), Violation> {
-    let term = if entries.is_empty() { Term::ZERO } else { running.raw.status().hard_state.term };
+fn apply_entries(
+    world: &mut World,
+    id: NodeId,
+    incarnation: u32,
+    running: &mut Running,
+    entries: &[Entry],
+) -> Result<(), Violation> {
+    let term = if entries.is_empty() {
+        Term::ZERO
+    } else {
+        running.raw.status().hard_state.term
+    };
     for entry in entries {
         if entry.index != running.kv_applied.next() {
             return Err(Violation::new(
                 Property::Contract,
-                format!("node {id} is handed entry {} to apply after applying {}", entry.log_id(), running.kv_applied),
+                format!(
+                    "node {id} is handed entry {} to apply after applying {}",
+                    entry.log_id(),
+                    running.kv_applied
+                ),
             ));
         }
         world.checker.observe_committed(id, term, entry, "applied")?;
@@ -475,7 +546,10 @@ fn apply_entries(world: &mut World, id: NodeId, incarnation: u32, running: &mut 
             EntryKind::Normal if entry.data.is_empty() => {}
             EntryKind::Normal => {
                 let command = Command::decode(&entry.data).map_err(|error| {
-                    Violation::new(Property::Contract, format!("node {id} applies {}: {error}", entry.log_id()))
+                    Violation::new(
+                        Property::Contract,
+                        format!("node {id} applies {}: {error}", entry.log_id()),
+                    )
                 })?;
                 let applied = running.kv.apply(&command);
                 if let Applied::Fresh(output) = applied {
@@ -490,7 +564,10 @@ fn apply_entries(world: &mut World, id: NodeId, incarnation: u32, running: &mut 
                 // `propose_conf_change` has not landed).
                 return Err(Violation::new(
                     Property::Contract,
-                    format!("node {id} applies a membership change {} the simulator never proposed", entry.log_id()),
+                    format!(
+                        "node {id} applies a membership change {} the simulator never proposed",
+                        entry.log_id()
+                    ),
                 ));
             }
         }
@@ -501,7 +578,12 @@ fn apply_entries(world: &mut World, id: NodeId, incarnation: u32, running: &mut 
 /// Takes confirmed and dropped reads out of a `Ready`.
 fn take_reads(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running, ready: &mut Ready) {
     for context in ready.dropped_reads() {
-        world.complete_read(id, incarnation, context, Completion::Fail("read dropped: leadership lost"));
+        world.complete_read(
+            id,
+            incarnation,
+            context,
+            Completion::Fail("read dropped: leadership lost"),
+        );
     }
     running.confirmed_reads.extend(ready.take_read_states());
 }
@@ -509,15 +591,22 @@ fn take_reads(world: &mut World, id: NodeId, incarnation: u32, running: &mut Run
 /// Serves confirmed reads whose index is applied.
 pub(crate) fn serve_reads(world: &mut World, id: NodeId, incarnation: u32, running: &mut Running) {
     let applied = running.kv_applied;
-    let (ready_now, waiting): (Vec<ReadState>, Vec<ReadState>) =
-        running.confirmed_reads.drain(..).partition(|read| read.index <= applied);
+    let (ready_now, waiting): (Vec<ReadState>, Vec<ReadState>) = running
+        .confirmed_reads
+        .drain(..)
+        .partition(|read| read.index <= applied);
     running.confirmed_reads = waiting;
     for read in ready_now {
         let Some(key) = world.read_key(id, incarnation, &read.context) else {
             continue;
         };
         let value = running.kv.get(key);
-        world.complete_read(id, incarnation, &read.context, Completion::Ok(Output::Value(value)));
+        world.complete_read(
+            id,
+            incarnation,
+            &read.context,
+            Completion::Ok(Output::Value(value)),
+        );
     }
 }
 
@@ -545,7 +634,12 @@ pub(crate) fn persist_next(node: &mut SimNode, world: &mut World) -> Result<bool
     if world.trace.is_enabled() {
         world.trace_event(TraceEvent::Disk {
             node: id,
-            detail: format!("persisted Ready {} ({} entries, sync {})", job.number, job.entries.len(), job.must_sync),
+            detail: format!(
+                "persisted Ready {} ({} entries, sync {})",
+                job.number,
+                job.entries.len(),
+                job.must_sync
+            ),
         });
     }
     Ok(true)
@@ -607,7 +701,12 @@ pub(crate) fn has_disk_work(node: &SimNode) -> bool {
 /// Takes a snapshot of the state machine at its applied index and
 /// compacts the log up to `keep_entries` before it. Returns whether a
 /// snapshot was taken.
-pub(crate) fn compact(world: &mut World, id: NodeId, running: &mut Running, keep_entries: u64) -> Result<bool, Violation> {
+pub(crate) fn compact(
+    world: &mut World,
+    id: NodeId,
+    running: &mut Running,
+    keep_entries: u64,
+) -> Result<bool, Violation> {
     if !running.is_healthy() || !running.unpersisted.is_empty() {
         return Ok(false);
     }
@@ -639,7 +738,10 @@ pub(crate) fn compact(world: &mut World, id: NodeId, running: &mut Running, keep
     }
     if let Err(error) = result {
         if !running.raw.storage().is_poisoned() {
-            return Err(Violation::new(Property::Contract, format!("node {id} cannot compact: {error}")));
+            return Err(Violation::new(
+                Property::Contract,
+                format!("node {id} cannot compact: {error}"),
+            ));
         }
         fail_process(world, id, running);
         return Ok(false);
@@ -647,7 +749,10 @@ pub(crate) fn compact(world: &mut World, id: NodeId, running: &mut Running, keep
     world.stats.snapshots_taken += 1;
     world.hash(&[19, id.get(), applied.get(), through.get()]);
     world.trace_event(TraceEvent::Fault {
-        detail: format!("node {id}: snapshot at {} (term {term}), log compacted through {through}", applied),
+        detail: format!(
+            "node {id}: snapshot at {} (term {term}), log compacted through {through}",
+            applied
+        ),
     });
     Ok(true)
 }
@@ -669,9 +774,14 @@ pub(crate) fn describe(message: &Message) -> String {
             append.commit
         ),
         Message::AppendResponse(response) => format!("{response:?}"),
-        Message::Vote(request) => format!("{:?} last {} {:?}", request.kind, request.last_log, request.reason),
+        Message::Vote(request) => format!(
+            "{:?} last {} {:?}",
+            request.kind, request.last_log, request.reason
+        ),
         Message::VoteResponse(response) => format!("{:?} granted {}", response.kind, response.granted),
-        Message::Heartbeat(heartbeat) => format!("commit {} round {:?}", heartbeat.commit, heartbeat.read_round),
+        Message::Heartbeat(heartbeat) => {
+            format!("commit {} round {:?}", heartbeat.commit, heartbeat.read_round)
+        }
         Message::Snapshot(metadata) => format!("last {}", metadata.last),
         _ => String::new(),
     }
@@ -680,9 +790,13 @@ pub(crate) fn describe(message: &Message) -> String {
 /// A word summarising a message, for the trace hash.
 pub(crate) fn message_word(envelope: &Envelope) -> u64 {
     let detail = match &envelope.message {
-        Message::Append(append) => append.prev.index.get() << 20 | (append.entries.len() as u64) << 8 | append.commit.get() & 0xff,
+        Message::Append(append) => {
+            append.prev.index.get() << 20 | (append.entries.len() as u64) << 8 | append.commit.get() & 0xff
+        }
         Message::AppendResponse(keel::AppendResponse::Accepted { last_index }) => last_index.get(),
-        Message::AppendResponse(keel::AppendResponse::Rejected { rejected, hint }) => rejected.get() << 16 | hint.index.get(),
+        Message::AppendResponse(keel::AppendResponse::Rejected { rejected, hint }) => {
+            rejected.get() << 16 | hint.index.get()
+        }
         Message::VoteResponse(response) => u64::from(response.granted),
         Message::Heartbeat(heartbeat) => heartbeat.commit.get(),
         Message::Snapshot(metadata) => metadata.last.index.get(),

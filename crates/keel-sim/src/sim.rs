@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use keel::{Config, ConfState, Envelope, Error, Index, NodeId, RawNode, ReadMode, Role, Status};
+use keel::{ConfState, Config, Error, NodeId, RawNode, ReadMode, Role, Status};
 
 use crate::checker::{Property, SafetyChecker, Violation};
 use crate::faults::{Fault, FaultSet};
@@ -153,9 +153,21 @@ impl Shape {
             })
             .collect();
         let network = NetworkFaults {
-            loss: if faults.contains(Fault::Loss) { rng.between(0, 50_000) as u32 } else { 0 },
-            duplicate: if faults.contains(Fault::Duplicate) { rng.between(0, 30_000) as u32 } else { 0 },
-            delay_ticks_max: if faults.contains(Fault::Delay) { rng.between(0, DELAY_TICKS_MAX_ANY) } else { 0 },
+            loss: if faults.contains(Fault::Loss) {
+                rng.between(0, 50_000) as u32
+            } else {
+                0
+            },
+            duplicate: if faults.contains(Fault::Duplicate) {
+                rng.between(0, 30_000) as u32
+            } else {
+                0
+            },
+            delay_ticks_max: if faults.contains(Fault::Delay) {
+                rng.between(0, DELAY_TICKS_MAX_ANY)
+            } else {
+                0
+            },
             reorder: faults.contains(Fault::Reorder) && rng.chance(700_000),
         };
         Shape {
@@ -248,7 +260,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(formatter, "seed {} FAILED at step {} (tick {}): {}", self.seed, self.step, self.tick, self.property)?;
+        writeln!(
+            formatter,
+            "seed {} FAILED at step {} (tick {}): {}",
+            self.seed, self.step, self.tick, self.property
+        )?;
         writeln!(formatter, "  {}", self.detail.replace('\n', "\n  "))?;
         writeln!(formatter, "cluster: {}", self.shape)?;
         writeln!(formatter, "last events:")?;
@@ -275,7 +291,9 @@ pub fn run(options: &SimOptions) -> Result<RunReport, Box<Failure>> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_string()))
                 .unwrap_or_else(|| "a panic without a message".to_string());
-            Err(Box::new(simulation.failure(Violation::new(Property::Panic, message))))
+            Err(Box::new(
+                simulation.failure(Violation::new(Property::Panic, message)),
+            ))
         }
     }
 }
@@ -346,7 +364,7 @@ impl Simulation {
                     config,
                     incarnation: 0,
                     process: Process::Down {
-                        storage: SimStorage::new_with_conf_state(voters.clone()),
+                        storage: Box::new(SimStorage::new_with_conf_state(voters.clone())),
                         restart_at_tick: 0,
                     },
                 }
@@ -396,7 +414,10 @@ impl Simulation {
         // never applied can no longer take effect, and one that applied has
         // the output the state machine computed.
         let settled = self.world.network.in_flight_count() == 0;
-        let operations = self.world.history.checked_operations(&self.world.applied_requests, settled);
+        let operations = self
+            .world
+            .history
+            .checked_operations(&self.world.applied_requests, settled);
         match check_history(&operations) {
             Verdict::Linearizable => {}
             Verdict::Violation {
@@ -423,8 +444,14 @@ impl Simulation {
                 ));
             }
             Verdict::Inconclusive { key } => {
-                let of_key: Vec<_> = operations.iter().filter(|operation| operation.operation.key() == key).collect();
-                let unknown = of_key.iter().filter(|operation| operation.completed_at.is_none()).count();
+                let of_key: Vec<_> = operations
+                    .iter()
+                    .filter(|operation| operation.operation.key() == key)
+                    .collect();
+                let unknown = of_key
+                    .iter()
+                    .filter(|operation| operation.completed_at.is_none())
+                    .count();
                 return Err(Violation::new(
                     Property::LinearizabilityInconclusive,
                     format!(
@@ -435,7 +462,11 @@ impl Simulation {
                 ));
             }
         }
-        let digests: Vec<u64> = self.nodes.iter().filter_map(|node| node.running().map(|r| r.kv.digest())).collect();
+        let digests: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.running().map(|r| r.kv.digest()))
+            .collect();
         self.world.hash(&digests);
         self.world.hash(&[self.world.now, self.world.step]);
         Ok(RunReport {
@@ -464,7 +495,11 @@ impl Simulation {
     fn step_once(&mut self) -> Result<(), Violation> {
         let held = self.held();
         let deliverable = self.world.network.deliverable_count(self.world.now, &held) as u64;
-        let idle_clients = self.world.clients.iter().any(|client| client.outstanding.is_none());
+        let idle_clients = self
+            .world
+            .clients
+            .iter()
+            .any(|client| client.outstanding.is_none());
         let disk_work = self.nodes.iter().any(node::has_disk_work);
         // Relative rates: per tick, about one client invocation per idle
         // client and one fault per twenty ticks; messages and disk work are
@@ -472,7 +507,11 @@ impl Simulation {
         let weights = [
             STEP_WEIGHT_DELIVER_EACH * deliverable.min(20),
             STEP_WEIGHT_TICK,
-            if idle_clients && self.faults_on { STEP_WEIGHT_CLIENT } else { 0 },
+            if idle_clients && self.faults_on {
+                STEP_WEIGHT_CLIENT
+            } else {
+                0
+            },
             if disk_work { STEP_WEIGHT_DISK } else { 0 },
             if self.faults_on { STEP_WEIGHT_FAULT } else { 0 },
         ];
@@ -486,12 +525,17 @@ impl Simulation {
     }
 
     fn deliver_one(&mut self, held: &BTreeSet<NodeId>) -> Result<(), Violation> {
-        let Some(message) = self.world.network.take_next(&mut self.world.rng, self.world.now, held) else {
+        let Some(message) = self
+            .world
+            .network
+            .take_next(&mut self.world.rng, self.world.now, held)
+        else {
             return Ok(());
         };
         let envelope = message.envelope;
         let (from, to) = (envelope.from, envelope.to);
-        self.world.hash(&[3, from.get(), to.get(), message_word(&envelope)]);
+        self.world
+            .hash(&[3, from.get(), to.get(), message_word(&envelope)]);
         let position = (to.get() - 1) as usize;
         let reason = if self.world.network.is_cut(from, to) {
             Some("link cut")
@@ -585,7 +629,9 @@ impl Simulation {
                 self.crash(position);
                 Ok(())
             }
-            Process::Running(running) if running.paused_since_tick.is_some() && running.resume_at_tick <= now => {
+            Process::Running(running)
+                if running.paused_since_tick.is_some() && running.resume_at_tick <= now =>
+            {
                 self.resume(position)
             }
             _ => Ok(()),
@@ -608,7 +654,7 @@ impl Simulation {
         let Process::Down { storage, .. } = &node.process else {
             return Ok(());
         };
-        let storage = storage.clone();
+        let storage = (**storage).clone();
         node.start(storage)?;
         let id = node.id;
         self.world.hash(&[37, id.get(), u64::from(node.incarnation)]);
@@ -632,7 +678,11 @@ impl Simulation {
             self.world.stats.torn_crashes += 1;
             CrashSurvivors {
                 writes: self.world.rng.between(1, pending as u64) as usize,
-                torn_entries: self.world.rng.chance(500_000).then(|| self.world.rng.below(8) as usize),
+                torn_entries: self
+                    .world
+                    .rng
+                    .chance(500_000)
+                    .then(|| self.world.rng.below(8) as usize),
             }
         } else {
             CrashSurvivors {
@@ -654,11 +704,12 @@ impl Simulation {
         };
         let restart_at_tick = self.world.now + downtime;
         node.process = Process::Down {
-            storage,
+            storage: Box::new(storage),
             restart_at_tick,
         };
         self.world.stats.crashes += 1;
-        self.world.hash(&[41, id.get(), restart_at_tick, survivors.writes as u64]);
+        self.world
+            .hash(&[41, id.get(), restart_at_tick, survivors.writes as u64]);
         self.world.trace_event(TraceEvent::Fault {
             detail: format!(
                 "node {id} crashes ({} of {pending} unsynced writes survive, torn {:?}); restarts at tick {restart_at_tick}",
@@ -694,17 +745,29 @@ impl Simulation {
     }
 
     fn disk_step(&mut self) -> Result<(), Violation> {
-        let candidates: Vec<usize> = (0..self.nodes.len()).filter(|position| node::has_disk_work(&self.nodes[*position])).collect();
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|position| node::has_disk_work(&self.nodes[*position]))
+            .collect();
         let Some(&position) = self.world.rng.pick(&candidates) else {
             return Ok(());
         };
         let persist_first = self.world.rng.chance(600_000);
         let node = &mut self.nodes[position];
-        let did = if persist_first {
-            node::persist_next(node, &mut self.world)? || node::apply_next(node, &mut self.world)?
+        // The disk and the applier run concurrently in a real runtime: either
+        // may finish first.
+        type DiskWork = fn(&mut SimNode, &mut World) -> Result<bool, Violation>;
+        let order: [DiskWork; 2] = if persist_first {
+            [node::persist_next, node::apply_next]
         } else {
-            node::apply_next(node, &mut self.world)? || node::persist_next(node, &mut self.world)?
+            [node::apply_next, node::persist_next]
         };
+        let mut did = false;
+        for work in order {
+            if work(node, &mut self.world)? {
+                did = true;
+                break;
+            }
+        }
         if did {
             node::process_ready(node, &mut self.world)?;
         }
@@ -723,7 +786,9 @@ impl Simulation {
     }
 
     fn invoke(&mut self) -> Result<(), Violation> {
-        let idle: Vec<u32> = (0..self.shape.clients).filter(|client| self.world.clients[*client as usize].outstanding.is_none()).collect();
+        let idle: Vec<u32> = (0..self.shape.clients)
+            .filter(|client| self.world.clients[*client as usize].outstanding.is_none())
+            .collect();
         let Some(&client) = self.world.rng.pick(&idle) else {
             return Ok(());
         };
@@ -756,7 +821,8 @@ impl Simulation {
             key,
             deadline_tick: self.world.now + self.shape.client_timeout_ticks,
         });
-        self.world.hash(&[47, u64::from(client), request, id.get(), u64::from(key)]);
+        self.world
+            .hash(&[47, u64::from(client), request, id.get(), u64::from(key)]);
         if self.world.trace.is_enabled() {
             let detail = format!("{}", self.world.history.record(record));
             self.world.trace_event(TraceEvent::Client { detail });
@@ -773,13 +839,21 @@ impl Simulation {
                 };
                 call(id, running, |raw| raw.propose(command.encode()))?
             }
-            Path::ReadIndex(mode) => call(id, running, |raw| raw.read_index(read_context(client, request), mode))?,
+            Path::ReadIndex(mode) => call(id, running, |raw| {
+                raw.read_index(read_context(client, request), mode)
+            })?,
         };
         match result {
             Ok(()) => {}
-            Err(error) if error.is_fatal() => self.world.complete_client(client, Completion::Unknown("node stopped")),
-            Err(Error::Proposal(_)) => self.world.complete_client(client, Completion::Fail("proposal refused")),
-            Err(Error::Read(_)) => self.world.complete_client(client, Completion::Fail("read refused")),
+            Err(error) if error.is_fatal() => self
+                .world
+                .complete_client(client, Completion::Unknown("node stopped")),
+            Err(Error::Proposal(_)) => self
+                .world
+                .complete_client(client, Completion::Fail("proposal refused")),
+            Err(Error::Read(_)) => self
+                .world
+                .complete_client(client, Completion::Fail("read refused")),
             Err(other) => {
                 return Err(Violation::new(
                     Property::Contract,
@@ -809,7 +883,11 @@ impl Simulation {
                 (Operation::Get { key }, path)
             }
             _ => {
-                let expected = if rng.chance(700_000) { self.last_written[usize::from(key)] } else { None };
+                let expected = if rng.chance(700_000) {
+                    self.last_written[usize::from(key)]
+                } else {
+                    None
+                };
                 let new = self.next_value;
                 self.next_value += 1;
                 self.last_written[usize::from(key)] = Some(new);
@@ -837,7 +915,13 @@ impl Simulation {
         ];
         let weights: Vec<u64> = choices
             .iter()
-            .map(|(fault, weight, possible)| if *possible && faults.contains(*fault) { *weight } else { 0 })
+            .map(|(fault, weight, possible)| {
+                if *possible && faults.contains(*fault) {
+                    *weight
+                } else {
+                    0
+                }
+            })
             .collect();
         let Some(choice) = self.world.rng.weighted(&weights) else {
             return Ok(());
@@ -894,7 +978,11 @@ impl Simulation {
     fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|node| node.running().filter(|running| running.is_healthy()).map(|running| running.raw.status()))
+            .filter_map(|node| {
+                node.running()
+                    .filter(|running| running.is_healthy())
+                    .map(|running| running.raw.status())
+            })
             .filter(|status| status.role == Role::Leader)
             .max_by_key(|status| status.hard_state.term)
             .map(|status| status.id)
@@ -991,12 +1079,16 @@ impl Simulation {
         let target = NodeId::new(self.world.rng.between(1, self.shape.nodes));
         let node = &mut self.nodes[position];
         let id = node.id;
-        let Some(running) = node.running_mut().filter(|running| running.is_healthy() && running.is_responsive()) else {
+        let Some(running) = node
+            .running_mut()
+            .filter(|running| running.is_healthy() && running.is_responsive())
+        else {
             return Ok(());
         };
         let result = call(id, running, |raw| raw.transfer_leader(target))?;
         self.world.stats.transfers += 1;
-        self.world.hash(&[71, id.get(), target.get(), u64::from(result.is_ok())]);
+        self.world
+            .hash(&[71, id.get(), target.get(), u64::from(result.is_ok())]);
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id}: transfer leadership to {target}: {result:?}"),
         });
@@ -1120,7 +1212,8 @@ impl Simulation {
         self.drain()?;
         // Nothing more will complete: what is left has an unknown outcome.
         for client in 0..self.shape.clients {
-            self.world.complete_client(client, Completion::Unknown("run ended"));
+            self.world
+                .complete_client(client, Completion::Unknown("run ended"));
         }
         Ok((leader_ticks, self.world.now - converge_start))
     }
@@ -1139,7 +1232,11 @@ impl Simulation {
     fn drain(&mut self) -> Result<(), Violation> {
         for _ in 0..100 {
             self.drain_once()?;
-            let quiet = self.world.network.deliverable_count(self.world.now, &BTreeSet::new()) == 0
+            let quiet = self
+                .world
+                .network
+                .deliverable_count(self.world.now, &BTreeSet::new())
+                == 0
                 && !self.nodes.iter().any(node::has_disk_work);
             if quiet {
                 break;
@@ -1162,7 +1259,8 @@ impl Simulation {
             while node::has_disk_work(&self.nodes[position]) {
                 self.world.step += 1;
                 let node = &mut self.nodes[position];
-                let _ = node::persist_next(node, &mut self.world)? || node::apply_next(node, &mut self.world)?;
+                let _ =
+                    node::persist_next(node, &mut self.world)? || node::apply_next(node, &mut self.world)?;
                 node::process_ready(node, &mut self.world)?;
                 self.check_all()?;
             }
@@ -1171,12 +1269,18 @@ impl Simulation {
     }
 
     fn statuses(&self) -> Vec<Option<Status>> {
-        self.nodes.iter().map(|node| node.running().map(|running| running.raw.status())).collect()
+        self.nodes
+            .iter()
+            .map(|node| node.running().map(|running| running.raw.status()))
+            .collect()
     }
 
     fn stable_leader(&self) -> Option<NodeId> {
         let statuses = self.statuses();
-        let leader = statuses.iter().flatten().find(|status| status.role == Role::Leader)?;
+        let leader = statuses
+            .iter()
+            .flatten()
+            .find(|status| status.role == Role::Leader)?;
         let all_agree = statuses.iter().all(|status| {
             status.as_ref().is_some_and(|status| {
                 status.hard_state.term == leader.hard_state.term && status.leader == Some(leader.id)
@@ -1212,18 +1316,27 @@ impl Simulation {
 
     fn converged(&self, marker: Value) -> bool {
         let statuses = self.statuses();
-        let Some(leader) = statuses.iter().flatten().find(|status| status.role == Role::Leader) else {
+        let Some(leader) = statuses
+            .iter()
+            .flatten()
+            .find(|status| status.role == Role::Leader)
+        else {
             return false;
         };
         let target = leader.hard_state.commit;
         if target != leader.last_index {
             return false;
         }
-        let mut digests = self.nodes.iter().filter_map(|node| node.running()).map(|running| {
-            let status = running.raw.status();
-            let caught_up = running.kv_applied == target && status.applied == target && status.last_index == target;
-            (caught_up && running.kv.get(LIVENESS_KEY) == Some(marker)).then(|| running.kv.digest())
-        });
+        let mut digests = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.running())
+            .map(|running| {
+                let status = running.raw.status();
+                let caught_up =
+                    running.kv_applied == target && status.applied == target && status.last_index == target;
+                (caught_up && running.kv.get(LIVENESS_KEY) == Some(marker)).then(|| running.kv.digest())
+            });
         let Some(Some(first)) = digests.next() else {
             return false;
         };
@@ -1235,7 +1348,10 @@ impl Simulation {
         for node in &self.nodes {
             match &node.process {
                 Process::Down { restart_at_tick, .. } => {
-                    text.push_str(&format!("  node {}: down until tick {restart_at_tick}\n", node.id));
+                    text.push_str(&format!(
+                        "  node {}: down until tick {restart_at_tick}\n",
+                        node.id
+                    ));
                 }
                 Process::Running(running) => {
                     let status = running.raw.status();
@@ -1280,13 +1396,19 @@ fn check_monotonic(id: NodeId, running: &node::Running, status: &Status) -> Resu
         broken.push(format!("term {} -> {}", before.term, now.term));
     }
     if now.term == before.term && before.vote.is_some() && now.vote != before.vote {
-        broken.push(format!("vote in term {} {:?} -> {:?}", now.term, before.vote, now.vote));
+        broken.push(format!(
+            "vote in term {} {:?} -> {:?}",
+            now.term, before.vote, now.vote
+        ));
     }
     if now.commit < before.commit {
         broken.push(format!("commit {} -> {}", before.commit, now.commit));
     }
     if status.applied < running.observed.applied {
-        broken.push(format!("applied {} -> {}", running.observed.applied, status.applied));
+        broken.push(format!(
+            "applied {} -> {}",
+            running.observed.applied, status.applied
+        ));
     }
     if !broken.is_empty() {
         return Err(Violation::new(
@@ -1297,7 +1419,10 @@ fn check_monotonic(id: NodeId, running: &node::Running, status: &Status) -> Resu
     if running.kv_applied > now.commit {
         return Err(Violation::new(
             Property::StateMachineSafety,
-            format!("node {id} applied through {} but its commit index is {}", running.kv_applied, now.commit),
+            format!(
+                "node {id} applied through {} but its commit index is {}",
+                running.kv_applied, now.commit
+            ),
         ));
     }
     Ok(())
@@ -1327,7 +1452,12 @@ fn check_commit_rule(id: NodeId, running: &node::Running, status: &Status) -> Re
 }
 
 /// Records the node's newly committed entries (those on its disk).
-fn track_commit(checker: &mut SafetyChecker, id: NodeId, running: &mut node::Running, status: &Status) -> Result<(), Violation> {
+fn track_commit(
+    checker: &mut SafetyChecker,
+    id: NodeId,
+    running: &mut node::Running,
+    status: &Status,
+) -> Result<(), Violation> {
     let storage = running.raw.storage();
     let limit = status.hard_state.commit.min(storage.last_index_unchecked());
     let mut index = running.commit_checked.next().max(storage.first_index_unchecked());
@@ -1342,7 +1472,11 @@ fn track_commit(checker: &mut SafetyChecker, id: NodeId, running: &mut node::Run
 }
 
 /// A leader holds every entry committed before its term (§5.4).
-fn check_leader_completeness(checker: &SafetyChecker, running: &node::Running, status: &Status) -> Result<(), Violation> {
+fn check_leader_completeness(
+    checker: &SafetyChecker,
+    running: &node::Running,
+    status: &Status,
+) -> Result<(), Violation> {
     let storage = running.raw.storage();
     let term = status.hard_state.term;
     for (index, entry_term) in checker.committed_before_term(storage.first_index_unchecked(), term) {
@@ -1371,6 +1505,3 @@ fn check_leader_completeness(checker: &SafetyChecker, running: &node::Running, s
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _assert_types(_: &Envelope, _: Index) {}

@@ -15,7 +15,10 @@
 
 use std::sync::Arc;
 
-use keel::{ConfState, Entry, HardState, Index, InitialState, LogId, NodeId, SnapshotMetadata, Storage, StorageError, StorageWrite, Term};
+use keel::{
+    ConfState, Entry, HardState, Index, InitialState, LogId, NodeId, SnapshotMetadata, Storage, StorageError,
+    StorageWrite, Term,
+};
 
 use crate::kv::KvStore;
 
@@ -47,7 +50,9 @@ enum Write {
 
 impl DiskImage {
     fn last_index(&self) -> Index {
-        self.entries.last().map_or(self.compacted.index, |entry| entry.index)
+        self.entries
+            .last()
+            .map_or(self.compacted.index, |entry| entry.index)
     }
 
     fn position(&self, index: Index) -> usize {
@@ -65,7 +70,10 @@ impl DiskImage {
                 if first.index > self.last_index().next() {
                     return Err(StorageError::Unavailable(first.index));
                 }
-                if entries.windows(2).any(|pair| pair[1].index != pair[0].index.next()) {
+                if entries
+                    .windows(2)
+                    .any(|pair| pair[1].index != pair[0].index.next())
+                {
                     return Err(StorageError::Failed("appended entries are not contiguous".into()));
                 }
                 Ok(())
@@ -285,7 +293,11 @@ impl SimStorage {
     ///
     /// # Errors
     /// As [`StorageWrite::apply_snapshot`]; `Failed` once poisoned.
-    pub fn apply_snapshot_with_image(&mut self, metadata: SnapshotMetadata, image: KvStore) -> Result<(), StorageError> {
+    pub fn apply_snapshot_with_image(
+        &mut self,
+        metadata: SnapshotMetadata,
+        image: KvStore,
+    ) -> Result<(), StorageError> {
         self.record(Write::ApplySnapshot(metadata, Some(image)))
     }
 
@@ -293,7 +305,11 @@ impl SimStorage {
     ///
     /// # Errors
     /// As [`StorageWrite::create_snapshot`]; `Failed` once poisoned.
-    pub fn create_snapshot_with_image(&mut self, metadata: SnapshotMetadata, image: KvStore) -> Result<(), StorageError> {
+    pub fn create_snapshot_with_image(
+        &mut self,
+        metadata: SnapshotMetadata,
+        image: KvStore,
+    ) -> Result<(), StorageError> {
         self.record(Write::CreateSnapshot(metadata, Some(image)))
     }
 
@@ -326,7 +342,9 @@ impl SimStorage {
     }
 
     fn failed_read(&self) -> Option<StorageError> {
-        self.poisoned.as_ref().map(|reason| StorageError::Failed(reason.clone()))
+        self.poisoned
+            .as_ref()
+            .map(|reason| StorageError::Failed(reason.clone()))
     }
 }
 
@@ -468,14 +486,23 @@ mod tests {
     fn a_crash_keeps_synced_writes_and_loses_unsynced_ones() {
         let mut storage = SimStorage::default();
         storage.append(&entries(1, 1, 3)).unwrap();
-        storage.set_hard_state(HardState { term: Term::new(1), vote: Some(NodeId::new(2)), commit: Index::new(2) }).unwrap();
+        storage
+            .set_hard_state(HardState {
+                term: Term::new(1),
+                vote: Some(NodeId::new(2)),
+                commit: Index::new(2),
+            })
+            .unwrap();
         storage.sync().unwrap();
         storage.append(&entries(2, 4, 6)).unwrap();
         assert_eq!(storage.pending_writes(), 1);
 
         let lost = storage.after_crash(survivors(0, None));
         assert_eq!(lost.last_index().unwrap(), Index::new(3));
-        assert_eq!(lost.initial_state().unwrap().hard_state.vote, Some(NodeId::new(2)));
+        assert_eq!(
+            lost.initial_state().unwrap().hard_state.vote,
+            Some(NodeId::new(2))
+        );
 
         let torn = storage.after_crash(survivors(1, Some(2)));
         assert_eq!(torn.last_index().unwrap(), Index::new(5));
@@ -495,7 +522,10 @@ mod tests {
         assert!(storage.is_poisoned());
         assert_eq!(storage.failed_reads(), 0);
         assert!(matches!(storage.last_index(), Err(StorageError::Failed(_))));
-        assert!(matches!(storage.term(Index::new(1)), Err(StorageError::Failed(_))));
+        assert!(matches!(
+            storage.term(Index::new(1)),
+            Err(StorageError::Failed(_))
+        ));
         assert_eq!(storage.failed_reads(), 2);
         assert!(storage.append(&entries(1, 3, 3)).is_err());
         // Nothing became durable: a restart finds the empty log.
@@ -518,7 +548,9 @@ mod tests {
             request: 1,
             operation: crate::kv::Operation::Put { key: 0, value: 9 },
         });
-        storage.create_snapshot_with_image(metadata.clone(), image.clone()).unwrap();
+        storage
+            .create_snapshot_with_image(metadata.clone(), image.clone())
+            .unwrap();
         storage.compact(Index::new(3)).unwrap();
         storage.sync().unwrap();
         let restarted = storage.after_crash(survivors(0, None));

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use keel::NodeId;
 
-use crate::checker::{Property, Violation};
 use crate::checker::SafetyChecker;
+use crate::checker::{Property, Violation};
 use crate::history::{Completion, History, Path};
 use crate::kv::{ClientId, Command, Key, Output};
 use crate::network::Network;
@@ -89,7 +89,12 @@ impl World {
     /// A node applied a request for the first time in the log: record its
     /// output (which every node must compute alike) and when it was first
     /// applied (it was committed, so took effect, no later than that).
-    pub(crate) fn record_applied(&mut self, node: NodeId, command: &Command, output: Output) -> Result<(), Violation> {
+    pub(crate) fn record_applied(
+        &mut self,
+        node: NodeId,
+        command: &Command,
+        output: Output,
+    ) -> Result<(), Violation> {
         let key = (command.client, command.request);
         match self.applied_requests.get(&key) {
             Some((earlier, _)) if *earlier != output => Err(Violation::new(
@@ -148,7 +153,13 @@ impl World {
 
     /// A node applied a logged command: complete the request if its client
     /// is waiting for it from that node incarnation.
-    pub(crate) fn complete_log_request(&mut self, node: NodeId, incarnation: u32, command: &Command, output: Output) {
+    pub(crate) fn complete_log_request(
+        &mut self,
+        node: NodeId,
+        incarnation: u32,
+        command: &Command,
+        output: Output,
+    ) {
         let matches = self
             .clients
             .get(command.client as usize)
@@ -166,7 +177,12 @@ impl World {
 
     /// The outstanding read a context names, if it is still waiting on
     /// that node incarnation.
-    fn outstanding_read(&self, node: NodeId, incarnation: u32, context: &[u8]) -> Option<(ClientId, Outstanding)> {
+    fn outstanding_read(
+        &self,
+        node: NodeId,
+        incarnation: u32,
+        context: &[u8],
+    ) -> Option<(ClientId, Outstanding)> {
         let (client, request) = parse_read_context(context)?;
         let outstanding = self.clients.get(client as usize)?.outstanding?;
         let matches = outstanding.request == request
@@ -178,11 +194,18 @@ impl World {
 
     /// The key of the read a context names.
     pub(crate) fn read_key(&self, node: NodeId, incarnation: u32, context: &[u8]) -> Option<Key> {
-        self.outstanding_read(node, incarnation, context).map(|(_, outstanding)| outstanding.key)
+        self.outstanding_read(node, incarnation, context)
+            .map(|(_, outstanding)| outstanding.key)
     }
 
     /// Completes the read a context names.
-    pub(crate) fn complete_read(&mut self, node: NodeId, incarnation: u32, context: &[u8], completion: Completion) {
+    pub(crate) fn complete_read(
+        &mut self,
+        node: NodeId,
+        incarnation: u32,
+        context: &[u8],
+        completion: Completion,
+    ) {
         if let Some((client, _)) = self.outstanding_read(node, incarnation, context) {
             self.complete(client, completion);
         }

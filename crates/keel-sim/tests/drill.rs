@@ -14,7 +14,9 @@ const SEEDS_MAX: u64 = 1_000;
 /// off until the core fixes land (see the README's "Known core issues"), so
 /// that a liveness stall of a snapshot cannot pass for a caught bug.
 fn faults() -> FaultSet {
-    "all,-compaction,-fsync-failure".parse().expect("valid fault list")
+    "all,-compaction,-fsync-failure"
+        .parse()
+        .expect("valid fault list")
 }
 
 /// Runs seeds from 0 until one fails; returns the seed and property.
@@ -24,7 +26,9 @@ fn first_catch(bug: PlantedBug) -> Option<(u64, Property, String)> {
         options.faults = faults();
         options.trace_capacity = 0;
         options.planted_bug = Some(bug);
-        run(&options).err().map(|failure| (seed, failure.property, failure.detail))
+        run(&options)
+            .err()
+            .map(|failure| (seed, failure.property, failure.detail))
     })
 }
 

@@ -46,20 +46,20 @@ fn the_same_seed_replays_exactly_and_seeds_differ() {
 
 #[test]
 fn a_failure_names_its_seed_property_trace_and_replay() {
-    // Seed 443 with every fault hits the known core issue that a storage
+    // Seed 364 with every fault hits the known core issue that a storage
     // failure is swallowed (see the regression test below); its report
     // must carry everything needed to replay it.
-    let mut options = options(443, "all");
+    let mut options = options(364, "all");
     options.trace_capacity = 50;
     let failure = match run(&options) {
         Err(failure) => failure,
         // Once the core is fixed this seed passes: nothing to look at.
         Ok(_) => return,
     };
-    assert_eq!(failure.seed, 443);
+    assert_eq!(failure.seed, 364);
     assert_eq!(failure.property, Property::StopOnStorageFailure);
     assert!(!failure.trace.is_empty());
-    assert!(failure.replay.contains("--seed 443") && failure.replay.contains("--faults all"));
+    assert!(failure.replay.contains("--seed 364") && failure.replay.contains("--faults all"));
     assert!(failure.to_string().contains("replay: cargo run -p keel-sim"));
 }
 
@@ -70,9 +70,7 @@ fn a_failure_names_its_seed_property_trace_and_replay() {
 #[test]
 #[ignore = "core bug: storage failure swallowed in Raft::reset (keel-sim report)"]
 fn regression_storage_failure_stops_the_node() {
-    for seed in [443, 587] {
-        run(&options(seed, "all")).unwrap_or_else(|failure| panic!("{failure}"));
-    }
+    run(&options(364, "all")).unwrap_or_else(|failure| panic!("{failure}"));
 }
 
 /// Core bug: a leader keeps a follower in the snapshot state forever when
@@ -81,12 +79,19 @@ fn regression_storage_failure_stops_the_node() {
 #[test]
 #[ignore = "core bug: lost snapshot leaves the follower stuck (keel-sim report)"]
 fn regression_lost_snapshot_does_not_stall_a_follower() {
-    for seed in [336, 379, 531, 671, 967] {
-        run(&options(seed, "all,-fsync-failure")).unwrap_or_else(|failure| panic!("{failure}"));
+    for (seed, faults) in [(378, "all"), (444, "all"), (457, "all,-fsync-failure")] {
+        run(&options(seed, faults)).unwrap_or_else(|failure| panic!("{failure}"));
     }
 }
 
 #[test]
 fn fault_sets_parse_as_the_cli_takes_them() {
-    assert_eq!(CI_FAULTS.parse::<FaultSet>().map(|set| set.to_string()).ok().as_deref(), Some("loss,delay,duplicate,reorder,partition,one-way,isolate-leader,crash,pause,torn-write,transfer"));
+    assert_eq!(
+        CI_FAULTS
+            .parse::<FaultSet>()
+            .map(|set| set.to_string())
+            .ok()
+            .as_deref(),
+        Some("loss,delay,duplicate,reorder,partition,one-way,isolate-leader,crash,pause,torn-write,transfer")
+    );
 }

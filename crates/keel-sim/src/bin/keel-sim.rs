@@ -129,14 +129,21 @@ fn main() -> ExitCode {
         arguments.seed.saturating_add(arguments.seeds),
         arguments.steps,
         arguments.faults,
-        if arguments.check_determinism { ", determinism checked" } else { "" }
+        if arguments.check_determinism {
+            ", determinism checked"
+        } else {
+            ""
+        }
     );
     let start = Instant::now();
     let mut last_progress = Instant::now();
     let mut totals = Totals::default();
     let mut failing_seeds = Vec::new();
     for seed in arguments.seed..arguments.seed.saturating_add(arguments.seeds) {
-        if arguments.time_limit_secs.is_some_and(|limit| start.elapsed() >= Duration::from_secs(limit)) {
+        if arguments
+            .time_limit_secs
+            .is_some_and(|limit| start.elapsed() >= Duration::from_secs(limit))
+        {
             println!("time limit reached");
             break;
         }
