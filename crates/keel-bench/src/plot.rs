@@ -5,6 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::load::LoadResult;
 use crate::workloads::EndToEndPoint;
 
 type Series = Vec<(f64, f64)>;
@@ -12,14 +13,14 @@ type Series = Vec<(f64, f64)>;
 fn series(
     points: &[EndToEndPoint],
     read_percent: u32,
-    value: impl Fn(&EndToEndPoint) -> (f64, f64),
+    value: impl Fn(&LoadResult) -> f64,
 ) -> (Series, Series) {
     let mut etcd = Vec::new();
     let mut keel = Vec::new();
     for point in points.iter().filter(|point| point.read_percent == read_percent) {
-        let (etcd_value, keel_value) = value(point);
-        etcd.push((point.clients as f64, etcd_value));
-        keel.push((point.clients as f64, keel_value));
+        let clients = point.clients as f64;
+        etcd.extend(point.etcd.as_ref().map(|result| (clients, value(result))));
+        keel.extend(point.keel.as_ref().map(|result| (clients, value(result))));
     }
     (etcd, keel)
 }
@@ -95,19 +96,16 @@ pub fn end_to_end(points: &[EndToEndPoint], directory: &Path) -> Result<(), Stri
     let mut throughput = Vec::new();
     let mut p99 = Vec::new();
     for (read_percent, dashed, mix) in [(0u32, false, "writes"), (90, true, "90% reads")] {
-        let (etcd, keel) = series(points, read_percent, |point| {
-            (point.etcd.requests_per_second(), point.keel.requests_per_second())
-        });
-        if etcd.is_empty() {
-            continue;
+        let (etcd, keel) = series(points, read_percent, LoadResult::requests_per_second);
+        let (etcd_p99, keel_p99) = series(points, read_percent, |result| result.latency_ms(0.99));
+        if !keel.is_empty() {
+            throughput.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel));
+            p99.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel_p99));
         }
-        throughput.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel));
-        throughput.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd));
-        let (etcd, keel) = series(points, read_percent, |point| {
-            (point.etcd.latency_ms(0.99), point.keel.latency_ms(0.99))
-        });
-        p99.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel));
-        p99.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd));
+        if !etcd.is_empty() {
+            throughput.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd));
+            p99.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd_p99));
+        }
     }
     if throughput.is_empty() {
         return Ok(());

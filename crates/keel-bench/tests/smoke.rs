@@ -103,8 +103,8 @@ fn plots_are_written_as_svg() {
         .map(|clients| EndToEndPoint {
             clients,
             read_percent: 0,
-            etcd: fake_result(100 * clients as u64, 2_000),
-            keel: fake_result(300 * clients as u64, 1_000),
+            etcd: Some(fake_result(100 * clients as u64, 2_000)),
+            keel: Some(fake_result(300 * clients as u64, 1_000)),
         })
         .collect();
     keel_bench::plot::end_to_end(&points, directory.path()).unwrap();
