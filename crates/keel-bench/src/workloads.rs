@@ -273,16 +273,48 @@ fn available(sizes: &Sizes, protocol: Protocol) -> bool {
     }
 }
 
-/// Runs `measure` for `protocol` if its binary is there.
-fn if_available<T>(
-    sizes: &Sizes,
-    protocol: Protocol,
-    measure: impl FnOnce() -> Result<T, String>,
-) -> Result<Option<T>, String> {
-    if available(sizes, protocol) {
-        measure().map(Some)
-    } else {
-        Ok(None)
+/// Measurements of the server processes: a system whose binary is missing,
+/// or that failed once (it would not start, no write got through), is not
+/// measured again in this workload, and the table says why.
+#[derive(Default)]
+struct Attempts {
+    failed: Vec<Protocol>,
+    notes: Vec<String>,
+}
+
+impl Attempts {
+    /// Runs `measure` for `protocol` unless its binary is missing or it failed before.
+    fn run<T>(
+        &mut self,
+        sizes: &Sizes,
+        protocol: Protocol,
+        measure: impl FnOnce() -> Result<T, String>,
+    ) -> Option<T> {
+        if !available(sizes, protocol) || self.failed.contains(&protocol) {
+            return None;
+        }
+        match measure() {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.failed.push(protocol);
+                self.notes
+                    .push(format!("not measured: {}: {error}", name(protocol)));
+                None
+            }
+        }
+    }
+
+    fn note_into(self, table: &mut Table) {
+        for note in self.notes {
+            table.note(note);
+        }
+    }
+}
+
+fn name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Etcd => "etcd",
+        Protocol::KeelKv => "keel-kv",
     }
 }
 
@@ -362,14 +394,15 @@ pub fn end_to_end(sizes: &Sizes) -> Result<(Table, Vec<EndToEndPoint>), String> 
             return Ok((table, points));
         }
     }
+    let mut attempts = Attempts::default();
     for read_percent in [0u32, 90] {
         for &clients in &sizes.clients {
-            let etcd = if_available(sizes, Protocol::Etcd, || {
+            let etcd = attempts.run(sizes, Protocol::Etcd, || {
                 load_point(Protocol::Etcd, sizes, clients, read_percent)
-            })?;
-            let keel = if_available(sizes, Protocol::KeelKv, || {
+            });
+            let keel = attempts.run(sizes, Protocol::KeelKv, || {
                 load_point(Protocol::KeelKv, sizes, clients, read_percent)
-            })?;
+            });
             let mix = if read_percent == 0 {
                 "writes".to_string()
             } else {
@@ -411,6 +444,7 @@ pub fn end_to_end(sizes: &Sizes) -> Result<(Table, Vec<EndToEndPoint>), String> 
         sizes.load_duration,
         etcd_version(sizes)
     ));
+    attempts.note_into(&mut table);
     Ok((table, points))
 }
 
@@ -505,9 +539,10 @@ pub fn failover(sizes: &Sizes) -> Result<Table, String> {
             return Ok(table);
         }
     }
+    let mut attempts = Attempts::default();
     for run in 1..=sizes.failover_runs {
-        let etcd = if_available(sizes, Protocol::Etcd, || failover_once(Protocol::Etcd, sizes))?;
-        let keel = if_available(sizes, Protocol::KeelKv, || failover_once(Protocol::KeelKv, sizes))?;
+        let etcd = attempts.run(sizes, Protocol::Etcd, || failover_once(Protocol::Etcd, sizes));
+        let keel = attempts.run(sizes, Protocol::KeelKv, || failover_once(Protocol::KeelKv, sizes));
         let millis = |time: &Duration| format!("{:.0}", time.as_secs_f64() * 1e3);
         table.row(vec![
             run.to_string(),
@@ -524,6 +559,7 @@ pub fn failover(sizes: &Sizes) -> Result<Table, String> {
          write acknowledged by a surviving member (a new probe write, on a new connection, starts every 10 ms, alternating over the survivors). Default election \
          timeouts: etcd 1000 ms (heartbeat 100 ms), keel-kv 1000 ms (heartbeat 100 ms).",
     );
+    attempts.note_into(&mut table);
     Ok(table)
 }
 
@@ -577,11 +613,11 @@ pub fn memory(sizes: &Sizes) -> Result<Table, String> {
     if let Some(reason) = missing(sizes) {
         table.note(reason);
     }
+    let mut attempts = Attempts::default();
     for protocol in [Protocol::Etcd, Protocol::KeelKv] {
-        if !available(sizes, protocol) {
+        let Some(sample) = attempts.run(sizes, protocol, || memory_once(protocol, sizes)) else {
             continue;
-        }
-        let sample = memory_once(protocol, sizes)?;
+        };
         let mib = |bytes: u64| format!("{:.1}", bytes as f64 / f64::from(1 << 20));
         table.row(vec![
             match protocol {
@@ -601,6 +637,7 @@ pub fn memory(sizes: &Sizes) -> Result<Table, String> {
          uncommitted bytes); with one follower paused the other keeps the quorum, so writes continue and the paused \
          follower's window stays full.",
     );
+    attempts.note_into(&mut table);
     Ok(table)
 }
 
