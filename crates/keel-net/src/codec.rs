@@ -66,8 +66,16 @@ pub const FRAME_HEADER_BYTES: usize = 4;
 /// The magic bytes that open a handshake.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"KEEL";
 
-/// The size of an encoded [`Handshake`] body, in bytes.
+/// The size of the fixed part of an encoded [`Handshake`] body, in bytes;
+/// the dialler's advertised address (a length byte and up to
+/// [`ADVERTISED_ADDRESS_BYTES_MAX`] bytes) follows it.
 pub const HANDSHAKE_BYTES: usize = 4 + 2 + 1 + 8 + 8 + 8;
+
+/// The longest advertised address a handshake carries.
+pub const ADVERTISED_ADDRESS_BYTES_MAX: usize = 255;
+
+/// The largest encoded [`Handshake`] body, in bytes.
+pub const HANDSHAKE_BYTES_MAX: usize = HANDSHAKE_BYTES + 1 + ADVERTISED_ADDRESS_BYTES_MAX;
 
 /// The size of an encoded handshake reply body, in bytes.
 pub const HANDSHAKE_REPLY_BYTES: usize = 3;
@@ -576,7 +584,7 @@ impl ConnectionKind {
 
 /// The first frame on every connection: who dials whom, in which cluster,
 /// speaking which protocol version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handshake {
     /// The dialler's [`PROTOCOL_VERSION`].
     pub version: u16,
@@ -588,6 +596,17 @@ pub struct Handshake {
     pub from: NodeId,
     /// The node the dialler means to reach.
     pub to: NodeId,
+    /// Where the dialler listens (`host:port`), or empty. A node that does
+    /// not know the dialler's address yet (it just joined the cluster)
+    /// learns it from here, so it can answer.
+    pub advertised_address: String,
+}
+
+impl Handshake {
+    /// The encoded body length of this handshake.
+    pub fn encoded_bytes(&self) -> usize {
+        HANDSHAKE_BYTES + 1 + self.advertised_address.len().min(ADVERTISED_ADDRESS_BYTES_MAX)
+    }
 }
 
 /// The listener's answer to a [`Handshake`].
@@ -624,13 +643,22 @@ pub fn encode_handshake(handshake: &Handshake, out: &mut BytesMut) {
     out.put_u64(handshake.cluster_id);
     out.put_u64(handshake.from.get());
     out.put_u64(handshake.to.get());
+    // An address too long to carry is not sent at all rather than cut.
+    let address = handshake.advertised_address.as_bytes();
+    let address = if address.len() > ADVERTISED_ADDRESS_BYTES_MAX {
+        &[][..]
+    } else {
+        address
+    };
+    out.put_u8(address.len() as u8);
+    out.put_slice(address);
 }
 
 /// Decodes the body of a handshake frame.
 pub fn decode_handshake(mut body: Bytes) -> Result<Handshake, CodecError> {
-    if body.len() != HANDSHAKE_BYTES {
+    if body.len() <= HANDSHAKE_BYTES || body.len() > HANDSHAKE_BYTES_MAX {
         return Err(CodecError::HandshakeSize {
-            expected: HANDSHAKE_BYTES,
+            expected: HANDSHAKE_BYTES + 1,
             actual: body.len(),
         });
     }
@@ -644,12 +672,27 @@ pub fn decode_handshake(mut body: Bytes) -> Result<Handshake, CodecError> {
         field: "connection kind",
         code: kind_code,
     })?;
+    let cluster_id = body.get_u64();
+    let from = NodeId::new(body.get_u64());
+    let to = NodeId::new(body.get_u64());
+    let length = body.get_u8() as usize;
+    if body.len() != length {
+        return Err(CodecError::HandshakeSize {
+            expected: HANDSHAKE_BYTES + 1 + length,
+            actual: HANDSHAKE_BYTES + 1 + body.len(),
+        });
+    }
+    let advertised_address = String::from_utf8(body.to_vec()).map_err(|_| CodecError::UnknownCode {
+        field: "advertised address (not UTF-8)",
+        code: 0,
+    })?;
     Ok(Handshake {
         version,
         kind,
-        cluster_id: body.get_u64(),
-        from: NodeId::new(body.get_u64()),
-        to: NodeId::new(body.get_u64()),
+        cluster_id,
+        from,
+        to,
+        advertised_address,
     })
 }
 
@@ -773,11 +816,16 @@ mod tests {
             cluster_id: 77,
             from: NodeId::new(1),
             to: NodeId::new(2),
+            advertised_address: "127.0.0.1:7001".to_string(),
         };
         let mut out = BytesMut::new();
         encode_handshake(&handshake, &mut out);
-        assert_eq!(out.len(), HANDSHAKE_BYTES);
-        assert_eq!(decode_handshake(out.clone().freeze()), Ok(handshake));
+        assert_eq!(out.len(), handshake.encoded_bytes());
+        assert_eq!(decode_handshake(out.clone().freeze()), Ok(handshake.clone()));
+        // A declared address length that disagrees with the body is refused.
+        let mut short = out.clone();
+        short.truncate(out.len() - 1);
+        assert!(decode_handshake(short.freeze()).is_err());
         out[0] = b'X';
         assert_eq!(decode_handshake(out.freeze()), Err(CodecError::BadMagic));
         assert!(decode_handshake(Bytes::from_static(b"KEEL")).is_err());

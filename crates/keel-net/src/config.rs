@@ -45,6 +45,11 @@ pub struct NetworkConfig {
     /// Where to listen for peers; port 0 picks a free port (see
     /// [`Network::local_addr`](crate::Network::local_addr)).
     pub listen_addr: SocketAddr,
+    /// The address peers should dial to reach this node, sent in every
+    /// handshake so a peer that does not know it yet (a node that just
+    /// joined) can answer. `None`: the bound listen address, unless it is
+    /// unspecified (`0.0.0.0`), in which case nothing is advertised.
+    pub advertise_address: Option<String>,
     /// The peers' addresses, `host:port`. Change them at run time with
     /// [`Network::set_peer`](crate::Network::set_peer).
     pub peers: BTreeMap<NodeId, String>,
@@ -96,6 +101,7 @@ impl NetworkConfig {
             cluster_id,
             node_id,
             listen_addr,
+            advertise_address: None,
             peers: BTreeMap::new(),
             tls: None,
             max_frame_bytes: 16 * 1024 * 1024,

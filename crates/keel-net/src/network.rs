@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::codec::{
-    self, ConnectionKind, Handshake, HandshakeStatus, FRAME_HEADER_BYTES, HANDSHAKE_BYTES,
+    self, ConnectionKind, Handshake, HandshakeStatus, FRAME_HEADER_BYTES, HANDSHAKE_BYTES_MAX,
     HANDSHAKE_REPLY_BYTES, PROTOCOL_VERSION,
 };
 use crate::frame::{FrameError, FrameReader};
@@ -165,6 +165,34 @@ struct Peer {
     task: JoinHandle<()>,
 }
 
+impl Shared {
+    /// What this node tells peers to dial: the configured advertise
+    /// address, else the bound address unless it is unspecified.
+    pub(crate) fn advertised_address(&self) -> String {
+        match &self.config.advertise_address {
+            Some(address) => address.clone(),
+            None if self.local_addr.ip().is_unspecified() => String::new(),
+            None => self.local_addr.to_string(),
+        }
+    }
+}
+
+/// Sets (or changes) the address of peer `id`, starting its writer on
+/// first sight.
+fn set_peer_address(shared: &Arc<Shared>, id: NodeId, address: String) {
+    let mut peers = lock(&shared.peers);
+    if let Some(peer) = peers.get(&id) {
+        peer.address.send_replace(address);
+        return;
+    }
+    let (queue, receiver) = mpsc::channel(shared.config.send_queue_messages);
+    let (address, address_receiver) = watch::channel(address);
+    let task = shared
+        .runtime
+        .spawn(peer_writer(shared.clone(), id, receiver, address_receiver));
+    peers.insert(id, Peer { queue, address, task });
+}
+
 /// Locks a mutex, ignoring poison: every critical section here leaves the
 /// data consistent, so a panic elsewhere is no reason to stop the transport.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -288,17 +316,7 @@ impl Network {
             warn!(peer = %id, "ignoring set_peer for this node's own or a zero id");
             return;
         }
-        let mut peers = lock(&shared.peers);
-        if let Some(peer) = peers.get(&id) {
-            peer.address.send_replace(address);
-            return;
-        }
-        let (queue, receiver) = mpsc::channel(shared.config.send_queue_messages);
-        let (address, address_receiver) = watch::channel(address);
-        let task = shared
-            .runtime
-            .spawn(peer_writer(shared.clone(), id, receiver, address_receiver));
-        peers.insert(id, Peer { queue, address, task });
+        set_peer_address(shared, id, address);
     }
 
     /// Forgets peer `id`: drops its queue and closes its connection.
@@ -383,18 +401,17 @@ impl Shared {
                 Box::new(tls.connector.connect(name, tcp).await?)
             }
         };
-        let mut out = BytesMut::with_capacity(FRAME_HEADER_BYTES + HANDSHAKE_BYTES);
-        out.put_u32(HANDSHAKE_BYTES as u32);
-        codec::encode_handshake(
-            &Handshake {
-                version: PROTOCOL_VERSION,
-                kind,
-                cluster_id: self.config.cluster_id,
-                from: self.config.node_id,
-                to,
-            },
-            &mut out,
-        );
+        let handshake = Handshake {
+            version: PROTOCOL_VERSION,
+            kind,
+            cluster_id: self.config.cluster_id,
+            from: self.config.node_id,
+            to,
+            advertised_address: self.advertised_address(),
+        };
+        let mut out = BytesMut::with_capacity(FRAME_HEADER_BYTES + handshake.encoded_bytes());
+        out.put_u32(handshake.encoded_bytes() as u32);
+        codec::encode_handshake(&handshake, &mut out);
         stream.write_all(&out).await?;
         stream.flush().await?;
         let mut frames = FrameReader::new(stream, HANDSHAKE_REPLY_BYTES as u32);
@@ -718,6 +735,7 @@ async fn serve_inbound(
         Ok(Ok(accepted)) => accepted,
     };
     debug!(node = %shared.config.node_id, %remote, peer = %handshake.from, kind = ?handshake.kind, "accepted connection");
+    learn_peer_address(&shared, &handshake);
     let result = match handshake.kind {
         ConnectionKind::Messages => receive_messages(&shared, &mut frames, &handshake, &mut shutdown).await,
         ConnectionKind::Snapshot => snapshot::receive(&shared, &mut frames, &handshake, &mut shutdown).await,
@@ -747,7 +765,7 @@ async fn accept_handshake(
                 .map_err(|error| format!("TLS handshake failed: {error}"))?,
         ),
     };
-    let mut frames = FrameReader::new(stream, HANDSHAKE_BYTES as u32);
+    let mut frames = FrameReader::new(stream, HANDSHAKE_BYTES_MAX as u32);
     let body = match frames.next_frame().await {
         Ok(Some(body)) => body,
         Ok(None) => return Err("closed before the handshake".into()),
@@ -777,6 +795,20 @@ async fn accept_handshake(
     written.map_err(|error| format!("handshake reply failed: {error}"))?;
     frames.set_max_frame_bytes(shared.config.max_frame_bytes);
     Ok((frames, handshake))
+}
+
+/// A peer this node has no address for (it joined, or was told nothing of
+/// the dialler) learns the dialler's advertised address, so it can answer.
+/// A known address is never replaced: configuration wins over hearsay.
+fn learn_peer_address(shared: &Arc<Shared>, handshake: &Handshake) {
+    if handshake.kind != ConnectionKind::Messages || handshake.advertised_address.is_empty() {
+        return;
+    }
+    let known = lock(&shared.peers).contains_key(&handshake.from);
+    if !known {
+        info!(node = %shared.config.node_id, peer = %handshake.from, address = %handshake.advertised_address, "learned a peer's address from its handshake");
+        set_peer_address(shared, handshake.from, handshake.advertised_address.clone());
+    }
 }
 
 /// Whether a handshake may open a connection to this node.

@@ -44,6 +44,23 @@ async fn two_nodes_exchange_messages_in_order() {
 }
 
 #[tokio::test]
+async fn a_joining_node_learns_the_address_of_a_peer_that_dials_it() {
+    // Goal: a node started without peers (it is joining a cluster) can
+    // answer the first node that contacts it: the dialler's handshake
+    // carries its listen address.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = start(config(7, 1, dir.path())).await;
+    let mut joiner = start(config(7, 2, dir.path())).await;
+    a.network.set_peer(NodeId::new(2), joiner.addr());
+    a.network.send(heartbeat(1, 2, 5));
+    assert_eq!(joiner.expect_message().await, heartbeat(1, 2, 5));
+    joiner.network.send(heartbeat(2, 1, 6));
+    assert_eq!(a.expect_message().await, heartbeat(2, 1, 6));
+    a.network.shutdown().await;
+    joiner.network.shutdown().await;
+}
+
+#[tokio::test]
 async fn three_nodes_talk_to_each_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut nodes = Vec::new();
@@ -200,18 +217,17 @@ async fn a_full_queue_drops_and_reports_without_blocking() {
 
 async fn raw_connect(addr: &str, cluster_id: u64, from: u64, to: u64) -> (TcpStream, HandshakeStatus) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let handshake = Handshake {
+        version: PROTOCOL_VERSION,
+        kind: ConnectionKind::Messages,
+        cluster_id,
+        from: NodeId::new(from),
+        to: NodeId::new(to),
+        advertised_address: String::new(),
+    };
     let mut out = BytesMut::new();
-    out.put_u32(codec::HANDSHAKE_BYTES as u32);
-    codec::encode_handshake(
-        &Handshake {
-            version: PROTOCOL_VERSION,
-            kind: ConnectionKind::Messages,
-            cluster_id,
-            from: NodeId::new(from),
-            to: NodeId::new(to),
-        },
-        &mut out,
-    );
+    out.put_u32(handshake.encoded_bytes() as u32);
+    codec::encode_handshake(&handshake, &mut out);
     stream.write_all(&out).await.expect("write handshake");
     let mut reply = [0u8; 4 + codec::HANDSHAKE_REPLY_BYTES];
     stream.read_exact(&mut reply).await.expect("handshake reply");
