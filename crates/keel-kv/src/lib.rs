@@ -35,7 +35,10 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod api;
+pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod transport;

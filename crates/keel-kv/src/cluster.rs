@@ -1,0 +1,305 @@
+//! `keel-kv cluster`: a local cluster of `keel-kv serve` child processes on
+//! loopback, for trying keel out. The layout (ids and ports) is saved in
+//! the data directory, so running it again resumes the same cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use crate::client::KvClient;
+
+/// One node of the layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalNode {
+    /// Its id.
+    pub id: u64,
+    /// Its peer address.
+    pub peer_addr: String,
+    /// Its client address.
+    pub client_addr: String,
+}
+
+/// The saved layout of a local cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Every node.
+    pub nodes: Vec<LocalNode>,
+}
+
+const LAYOUT_FILE: &str = "cluster.json";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// How many nodes a new cluster has.
+    pub nodes: u64,
+    /// Where the layout, each node's data and logs go.
+    pub data_dir: PathBuf,
+    /// The first client port tried (8001: 8001, 8002, …); peers use the
+    /// port 1000 below. Busy ports are replaced by free ones.
+    pub client_port_base: u16,
+    /// `pretty` or `json`, passed to the nodes.
+    pub log_format: String,
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|error| format!("no free port: {error}"))?;
+    listener
+        .local_addr()
+        .map(|address| address.port())
+        .map_err(|error| format!("no free port: {error}"))
+}
+
+fn pick_port(preferred: u16, taken: &[u16]) -> Result<u16, String> {
+    if preferred != 0 && !taken.contains(&preferred) && port_is_free(preferred) {
+        return Ok(preferred);
+    }
+    loop {
+        let port = free_port()?;
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+}
+
+/// Loads the saved layout, or makes (and saves) a new one.
+///
+/// # Errors
+/// A message when the directory or the layout file is unusable.
+pub fn load_or_create_layout(options: &ClusterOptions) -> Result<Layout, String> {
+    let path = options.data_dir.join(LAYOUT_FILE);
+    if path.exists() {
+        let text =
+            std::fs::read_to_string(&path).map_err(|error| format!("reading {}: {error}", path.display()))?;
+        let layout: Layout =
+            serde_json::from_str(&text).map_err(|error| format!("{} is damaged: {error}", path.display()))?;
+        if layout.nodes.is_empty() {
+            return Err(format!("{} lists no nodes", path.display()));
+        }
+        return Ok(layout);
+    }
+    if options.nodes == 0 || options.nodes > 64 {
+        return Err("--nodes must be between 1 and 64".to_string());
+    }
+    std::fs::create_dir_all(&options.data_dir)
+        .map_err(|error| format!("creating {}: {error}", options.data_dir.display()))?;
+    let mut taken = Vec::new();
+    let mut nodes = Vec::new();
+    for id in 1..=options.nodes {
+        let offset = id as u16 - 1;
+        let client = pick_port(options.client_port_base.saturating_add(offset), &taken)?;
+        taken.push(client);
+        let peer = pick_port(
+            options
+                .client_port_base
+                .saturating_sub(1000)
+                .saturating_add(offset),
+            &taken,
+        )?;
+        taken.push(peer);
+        nodes.push(LocalNode {
+            id,
+            peer_addr: format!("127.0.0.1:{peer}"),
+            client_addr: format!("127.0.0.1:{client}"),
+        });
+    }
+    let layout = Layout { nodes };
+    let text = serde_json::to_string_pretty(&layout).map_err(|error| error.to_string())?;
+    std::fs::write(&path, text).map_err(|error| format!("writing {}: {error}", path.display()))?;
+    Ok(layout)
+}
+
+/// The `serve` arguments of node `node` in `layout`.
+pub fn serve_arguments(layout: &Layout, node: &LocalNode, data_dir: &Path, log_format: &str) -> Vec<String> {
+    let initial: Vec<String> = layout
+        .nodes
+        .iter()
+        .map(|other| format!("{}={}", other.id, other.peer_addr))
+        .collect();
+    vec![
+        "serve".into(),
+        "--id".into(),
+        node.id.to_string(),
+        "--data-dir".into(),
+        data_dir.join(format!("node-{}", node.id)).display().to_string(),
+        "--peer-addr".into(),
+        node.peer_addr.clone(),
+        "--client-addr".into(),
+        node.client_addr.clone(),
+        "--initial-cluster".into(),
+        initial.join(","),
+        "--log-format".into(),
+        log_format.into(),
+    ]
+}
+
+/// Asks a child to stop (SIGTERM), then kills it if it has not within
+/// `grace`.
+pub async fn stop_child(child: &mut Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+async fn wait_for_leader(layout: &Layout, children: &mut [(u64, Child)]) -> Result<u64, String> {
+    let endpoints: Vec<String> = layout.nodes.iter().map(|node| node.client_addr.clone()).collect();
+    let client = KvClient::new(&endpoints, Duration::from_secs(2));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "node {id} exited during start-up ({status}); see its log"
+                ));
+            }
+        }
+        for endpoint in &endpoints {
+            if let Ok(response) = client
+                .request_to(endpoint, Method::GET, "/v1/cluster", Default::default())
+                .await
+            {
+                let leader = response.json().and_then(|view| view["leader"].as_u64());
+                if let (200, Some(leader)) = (response.status, leader) {
+                    return Ok(leader);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("no leader was elected within 60 s; see the node logs".to_string())
+}
+
+async fn wait_for_stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupt";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupt",
+        _ = terminate.recv() => "terminate",
+    }
+}
+
+/// Runs the local cluster until Ctrl-C.
+///
+/// # Errors
+/// A message when it cannot start.
+pub async fn run(options: &ClusterOptions) -> Result<(), String> {
+    let layout = load_or_create_layout(options)?;
+    if layout.nodes.len() as u64 != options.nodes {
+        println!(
+            "Resuming the {}-node cluster saved in {} (--nodes applies to new clusters only).",
+            layout.nodes.len(),
+            options.data_dir.display()
+        );
+    }
+    let executable =
+        std::env::current_exe().map_err(|error| format!("cannot find this executable: {error}"))?;
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for node in &layout.nodes {
+        let log_path = options.data_dir.join(format!("node-{}.log", node.id));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|error| format!("opening {}: {error}", log_path.display()))?;
+        let log_copy = log.try_clone().map_err(|error| error.to_string())?;
+        let child = Command::new(&executable)
+            .args(serve_arguments(
+                &layout,
+                node,
+                &options.data_dir,
+                &options.log_format,
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_copy))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| format!("starting node {}: {error}", node.id))?;
+        children.push((node.id, child));
+    }
+    let leader = match wait_for_leader(&layout, &mut children).await {
+        Ok(leader) => leader,
+        Err(error) => {
+            for (_, child) in &mut children {
+                stop_child(child, Duration::from_secs(3)).await;
+            }
+            return Err(error);
+        }
+    };
+    print_banner(&layout, &options.data_dir, leader);
+    let reason = tokio::select! {
+        reason = wait_for_stop_signal() => reason.to_string(),
+        exited = wait_for_any_exit(&mut children) => exited,
+    };
+    println!("\nStopping the cluster ({reason})…");
+    for (_, child) in &mut children {
+        stop_child(child, Duration::from_secs(5)).await;
+    }
+    println!(
+        "Stopped. Data is kept in {}; run the same command to resume.",
+        options.data_dir.display()
+    );
+    Ok(())
+}
+
+async fn wait_for_any_exit(children: &mut [(u64, Child)]) -> String {
+    loop {
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return format!("node {id} exited: {status}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_banner(layout: &Layout, data_dir: &Path, leader: u64) {
+    println!(
+        "keel-kv cluster: {} nodes, data in {}",
+        layout.nodes.len(),
+        data_dir.display()
+    );
+    for node in &layout.nodes {
+        let mark = if node.id == leader { "  (leader)" } else { "" };
+        println!(
+            "  node {}  client http://{}  peer {}  log {}{mark}",
+            node.id,
+            node.client_addr,
+            node.peer_addr,
+            data_dir.join(format!("node-{}.log", node.id)).display()
+        );
+    }
+    let first = &layout.nodes[0].client_addr;
+    let last = &layout.nodes[layout.nodes.len() - 1].client_addr;
+    let endpoints: Vec<&str> = layout
+        .nodes
+        .iter()
+        .map(|node| node.client_addr.as_str())
+        .collect();
+    println!("\nTry it (any node accepts any request):");
+    println!("  curl -X PUT --data-binary 'hello, keel' http://{first}/v1/kv/greeting");
+    println!("  curl http://{last}/v1/kv/greeting");
+    println!("  curl http://{first}/v1/cluster");
+    println!("  keel-kv get greeting --endpoints {}", endpoints.join(","));
+    println!("\nPress Ctrl-C to stop.");
+}
