@@ -349,7 +349,7 @@ impl<S: Storage> RawNode<S> {
             hard_state: raft.hard_state(),
             leader: raft.leader(),
             applied: raft.log().applied(),
-            last_index: raft.log().last_index().unwrap_or(Index::ZERO),
+            last_index: raft.log().last_index(),
             conf_state: raft.tracker().conf_state(),
             uncommitted_bytes: raft.uncommitted_bytes(),
             transfer_target: raft.transfer_target(),

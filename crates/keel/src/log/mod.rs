@@ -91,11 +91,14 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
-    pub(crate) fn last_index(&self) -> Result<Index, StorageError> {
-        match self.unstable.last_index() {
-            Some(index) => Ok(index),
-            None => self.storage.last_index(),
-        }
+    /// The index of the last entry. Never reads storage: the unstable tail
+    /// starts right after the stable log (`offset - 1` is the stable log's
+    /// last entry whenever the tail is empty), so this cannot fail and a
+    /// storage error can never be mistaken for an empty log.
+    pub(crate) fn last_index(&self) -> Index {
+        self.unstable
+            .last_index()
+            .unwrap_or_else(|| self.unstable.offset().prev())
     }
 
     /// The term at `index`: `Compacted` / `Unavailable` outside the log.
@@ -123,7 +126,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     pub(crate) fn last_log_id(&self) -> Result<LogId, StorageError> {
-        let index = self.last_index()?;
+        let index = self.last_index();
         Ok(LogId::new(self.term(index)?, index))
     }
 
@@ -162,7 +165,7 @@ impl<S: Storage> RaftLog<S> {
     /// this log may match a log whose entry at `index` has `term` (fast
     /// back-off, §5.3). Returns the term found too.
     pub(crate) fn find_conflict_by_term(&self, index: Index, term: Term) -> Result<LogId, StorageError> {
-        let mut index = index.min(self.last_index()?);
+        let mut index = index.min(self.last_index());
         loop {
             match self.term_if_known(index)? {
                 Some(found) if found <= term => return Ok(LogId::new(found, index)),
@@ -215,7 +218,7 @@ impl<S: Storage> RaftLog<S> {
         if index <= self.committed {
             return;
         }
-        let last = self.last_index().unwrap_or(Index::ZERO);
+        let last = self.last_index();
         assert!(index <= last, "commit {index} beyond last index {last}");
         self.committed = index;
     }
@@ -244,7 +247,7 @@ impl<S: Storage> RaftLog<S> {
         if low < self.first_index()? {
             return Err(ReadEntriesError::Compacted);
         }
-        let last = self.last_index()?;
+        let last = self.last_index();
         if high > last.next() {
             return Err(ReadEntriesError::Fatal(StorageError::Unavailable(high)));
         }
@@ -270,7 +273,7 @@ impl<S: Storage> RaftLog<S> {
     /// (unless `allow_unpersisted`) durable locally.
     fn apply_limit(&self, allow_unpersisted: bool) -> Index {
         if self.apply_before_commit {
-            return self.last_index().unwrap_or(self.committed);
+            return self.last_index();
         }
         if allow_unpersisted {
             return self.committed;
@@ -354,7 +357,7 @@ impl<S: Storage> RaftLog<S> {
 
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         self.unstable.check_invariants()?;
-        let last = self.last_index().map_err(|error| error.to_string())?;
+        let last = self.last_index();
         if !(self.applied <= self.applying && self.applying <= self.committed) {
             return Err(format!(
                 "applied {} <= applying {} <= committed {} broken",

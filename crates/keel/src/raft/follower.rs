@@ -96,7 +96,7 @@ impl<S: Storage> Raft<S> {
             Err(reason) => return Err(StepError::Malformed { from, reason }.into()),
             Ok(Some(last_index)) => AppendResponse::Accepted { last_index },
             Ok(None) => {
-                let last = self.log.last_index()?;
+                let last = self.log.last_index();
                 let hint = self
                     .log
                     .find_conflict_by_term(append.prev.index.min(last), append.prev.term)?;
@@ -114,7 +114,7 @@ impl<S: Storage> Raft<S> {
     fn handle_heartbeat(&mut self, from: NodeId, heartbeat: Heartbeat) -> Result<(), Error> {
         // The leader sends at most what it knows we hold; never trust a
         // commit index past our own log.
-        let last = self.log.last_index()?;
+        let last = self.log.last_index();
         self.log.commit_to(heartbeat.commit.min(last));
         let response = HeartbeatResponse {
             read_round: heartbeat.read_round,

@@ -86,7 +86,7 @@ impl<S: Storage> Raft<S> {
         entries: impl Iterator<Item = (EntryKind, Bytes)>,
     ) -> Result<(), Error> {
         debug_assert_eq!(self.role, Role::Leader);
-        let mut index = self.log.last_index()?;
+        let mut index = self.log.last_index();
         let mut bytes = 0u64;
         for (kind, data) in entries {
             index = index.next();
@@ -147,7 +147,7 @@ impl<S: Storage> Raft<S> {
             return Ok(false);
         }
         let next = progress.next();
-        let last = self.log.last_index()?;
+        let last = self.log.last_index();
         let Some(prev_term) = self.log.term_if_known(next.prev())? else {
             return self.send_snapshot(to);
         };
@@ -319,7 +319,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_append_response(&mut self, from: NodeId, response: AppendResponse) -> Result<(), Error> {
-        let last = self.log.last_index()?;
+        let last = self.log.last_index();
         match response {
             AppendResponse::Accepted { last_index } => {
                 if last_index > last {
@@ -386,7 +386,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId) -> Result<(), Error> {
-        let last = self.log.last_index()?;
+        let last = self.log.last_index();
         let progress = self
             .tracker
             .progress_mut(from)
@@ -414,7 +414,7 @@ impl<S: Storage> Raft<S> {
     /// Advances the commit index to what a quorum has stored, if that entry
     /// is of this term (§5.4.2). Returns whether it moved.
     pub(crate) fn maybe_commit(&mut self) -> Result<bool, Error> {
-        let quorum_index = self.tracker.committed_index().min(self.log.last_index()?);
+        let quorum_index = self.tracker.committed_index().min(self.log.last_index());
         let advanced = if super::planted!(self.config, CommitEarlierTermByCounting) {
             let advanced = quorum_index > self.log.committed();
             self.log.commit_to(quorum_index);

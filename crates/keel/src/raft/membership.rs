@@ -30,7 +30,7 @@ impl<S: Storage> Raft<S> {
     /// Switches to the configuration that results from an applied change.
     pub(crate) fn apply_conf_change(&mut self, change: &ConfChange) -> Result<ConfState, Error> {
         let next = confchange::apply(&self.tracker.conf_state(), change)?;
-        let next_index = self.log.last_index()?.next();
+        let next_index = self.log.last_index().next();
         self.tracker.apply_conf_state(&next, next_index);
         if self.role != Role::Leader {
             return Ok(next);
@@ -69,7 +69,7 @@ impl<S: Storage> Raft<S> {
             .filter(|(id, progress)| *id != self.id && !progress.is_learner())
             .max_by_key(|(id, progress)| (progress.matched(), std::cmp::Reverse(*id)))
             .map(|(id, progress)| (id, progress.matched()));
-        let last = self.log.last_index().unwrap_or(Index::ZERO);
+        let last = self.log.last_index();
         if let Some((successor, matched)) = successor {
             if matched == last {
                 self.send(successor, Message::TimeoutNow);

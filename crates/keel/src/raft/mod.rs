@@ -129,7 +129,7 @@ impl<S: Storage> Raft<S> {
         let mut log = RaftLog::new(storage, hard_state.commit, config.applied)?;
         log.set_apply_before_commit(planted!(config, ApplyBeforeCommit));
         let mut tracker = ProgressTracker::new(config.max_inflight_messages, config.max_inflight_bytes);
-        tracker.apply_conf_state(&initial.conf_state, log.last_index()?.next());
+        tracker.apply_conf_state(&initial.conf_state, log.last_index().next());
         let mut raft = Raft {
             id: config.id,
             term: hard_state.term,
@@ -413,7 +413,7 @@ impl<S: Storage> Raft<S> {
         self.heartbeat_elapsed_ticks = 0;
         self.reset_randomized_election_timeout();
         self.tracker.reset_votes();
-        let next = self.log.last_index().unwrap_or(Index::ZERO).next();
+        let next = self.log.last_index().next();
         self.tracker.reset_progress(next);
         self.uncommitted.reset();
         self.broadcast_pending = false;
@@ -464,7 +464,7 @@ impl<S: Storage> Raft<S> {
         }
         // A configuration change may be in the uncommitted tail; treat it as
         // pending until the empty entry below commits.
-        self.pending_conf_index = self.log.last_index()?;
+        self.pending_conf_index = self.log.last_index();
         // An empty entry of the new term lets the leader commit everything
         // before it (§5.4.2) and learn the commit index (§8).
         self.append_entries(std::iter::once((

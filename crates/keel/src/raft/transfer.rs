@@ -40,7 +40,7 @@ impl<S: Storage> Raft<S> {
         }
         self.transfer_target = Some(target);
         self.transfer_elapsed_ticks = 0;
-        let last = self.log.last_index()?;
+        let last = self.log.last_index();
         if self
             .tracker
             .progress(target)
@@ -61,7 +61,7 @@ impl<S: Storage> Raft<S> {
         if self.transfer_target != Some(target) {
             return Ok(());
         }
-        let last = self.log.last_index()?;
+        let last = self.log.last_index();
         if self
             .tracker
             .progress(target)
@@ -82,7 +82,7 @@ impl<S: Storage> Raft<S> {
         if self.transfer_target.is_some() {
             return Ok(());
         }
-        let last = self.log.last_index()?;
+        let last = self.log.last_index();
         let own_priority = self.config.priority;
         let preferred = self
             .tracker
