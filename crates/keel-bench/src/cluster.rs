@@ -120,7 +120,8 @@ impl Cluster {
                 .arg(&directory)
                 .args(["--peer-addr", &addresses[index].to_string()])
                 .args(["--client-addr", &client_address.to_string()])
-                .args(["--initial-cluster", &initial]);
+                .args(["--initial-cluster", &initial])
+                .args(["--log-level", "warn"]);
             let log = cluster.data.path().join(format!("node{id}.log"));
             let child =
                 spawn_logged(&mut command, &log).map_err(|error| format!("spawn keel-kv: {error}"))?;

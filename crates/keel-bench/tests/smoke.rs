@@ -61,7 +61,7 @@ fn storage_tables_measure_the_raw_disk_and_every_batch_size() {
     let directory = tempfile::tempdir().unwrap();
     let sizes = smoke_sizes(directory.path());
     let (append, recovery) = workloads::storage(&sizes, 256).unwrap();
-    assert_eq!(append.rows.len(), 4);
+    assert_eq!(append.rows.len(), 6);
     assert_eq!(recovery.rows.len(), 1);
 }
 
