@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use keel::{Envelope, NodeId};
+use keel::{Envelope, Message, NodeId, SnapshotOutcome};
 
 use crate::kv::KvStore;
 use crate::rng::{PartsPerMillion, SimRng};
@@ -12,6 +12,10 @@ use crate::rng::{PartsPerMillion, SimRng};
 /// full socket buffer would. A bound, not a tuning knob: runs stay far
 /// below it unless a node floods.
 pub const IN_FLIGHT_MAX: usize = 20_000;
+
+/// The most ticks a transport takes to notice that a snapshot stream
+/// broke (a lost message, a cut link, a crashed peer) and report it.
+pub const SNAPSHOT_FAILURE_NOTICE_TICKS_MAX: u64 = 6;
 
 /// How this run's network misbehaves (drawn per seed from the enabled faults).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,8 +39,26 @@ pub struct InFlight {
     pub image: Option<KvStore>,
     /// The first tick at which it may be delivered.
     pub deliverable_at_tick: u64,
+    /// Whether the sender learns how this copy's delivery ended: true for
+    /// the one copy of a snapshot message its transport streams (a
+    /// duplicate is the network's doing, not a send the sender tracks).
+    pub reports_outcome: bool,
     /// Send order, for oldest-first delivery.
     sequence: u64,
+}
+
+/// How a snapshot send ended, on its way back to the sender's
+/// `RawNode::report_snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// The leader that sent the snapshot.
+    pub from: NodeId,
+    /// The follower it was for.
+    pub to: NodeId,
+    /// Delivered or failed.
+    pub outcome: SnapshotOutcome,
+    /// The tick from which the sender's transport reports it.
+    pub due_tick: u64,
 }
 
 /// Why a message was not delivered.
@@ -60,6 +82,8 @@ pub struct Network {
     pub lost: u64,
     /// Extra copies delivered.
     pub duplicated: u64,
+    /// Snapshot outcomes not yet reported to their senders.
+    reports: Vec<SnapshotReport>,
 }
 
 impl Network {
@@ -78,9 +102,14 @@ impl Network {
 
     /// Puts a message on the wire at tick `now`, subject to loss,
     /// duplication and delay.
+    /// A lost snapshot message is reported failed to its sender a little
+    /// later.
     pub fn send(&mut self, rng: &mut SimRng, now: u64, envelope: Envelope, image: Option<KvStore>) {
         if rng.chance(self.faults.loss) || self.in_flight.len() >= IN_FLIGHT_MAX {
             self.lost += 1;
+            if matches!(envelope.message, Message::Snapshot(_)) {
+                self.snapshot_failed(rng, now, envelope.from, envelope.to);
+            }
             return;
         }
         let copies = if rng.chance(self.faults.duplicate) {
@@ -89,7 +118,8 @@ impl Network {
         } else {
             1
         };
-        for _ in 0..copies {
+        let is_snapshot = matches!(envelope.message, Message::Snapshot(_));
+        for copy in 0..copies {
             let delay = if self.faults.delay_ticks_max > 0 {
                 rng.below(self.faults.delay_ticks_max + 1)
             } else {
@@ -100,6 +130,7 @@ impl Network {
                 envelope: envelope.clone(),
                 image: image.clone(),
                 deliverable_at_tick: now + delay,
+                reports_outcome: is_snapshot && copy == 0,
                 sequence: self.sequence,
             };
             self.in_flight.push(message);
@@ -136,6 +167,75 @@ impl Network {
         // Order of the rest does not matter: delivery picks by sequence or
         // at random, never by position.
         Some(self.in_flight.swap_remove(position))
+    }
+
+    /// A snapshot stream from `from` to `to` broke: its transport reports
+    /// the failure after noticing it (within
+    /// [`SNAPSHOT_FAILURE_NOTICE_TICKS_MAX`] ticks).
+    pub fn snapshot_failed(&mut self, rng: &mut SimRng, now: u64, from: NodeId, to: NodeId) {
+        let due_tick = now + rng.below(SNAPSHOT_FAILURE_NOTICE_TICKS_MAX + 1);
+        self.reports.push(SnapshotReport {
+            from,
+            to,
+            outcome: SnapshotOutcome::Failed,
+            due_tick,
+        });
+    }
+
+    /// A node crashed: the snapshot streams it was sending die with it
+    /// (nobody is left to report them, and the new incarnation never sent
+    /// them), and those streaming to it fail (reported to their senders).
+    pub fn crashed(&mut self, rng: &mut SimRng, now: u64, id: NodeId) {
+        self.reports.retain(|report| report.from != id);
+        let mut failed = Vec::new();
+        self.in_flight.retain(|message| {
+            let is_snapshot = matches!(message.envelope.message, Message::Snapshot(_));
+            let (from, to) = (message.envelope.from, message.envelope.to);
+            if !is_snapshot || (from != id && to != id) {
+                return true;
+            }
+            if to == id && from != id && message.reports_outcome {
+                failed.push(from);
+            }
+            false
+        });
+        for from in failed {
+            self.snapshot_failed(rng, now, from, id);
+        }
+    }
+
+    /// Takes the reports due at `now` whose sender `can_take` accepts (a
+    /// paused sender's wait until it resumes).
+    pub fn take_due_reports(
+        &mut self,
+        now: u64,
+        can_take: impl Fn(NodeId) -> bool,
+    ) -> Vec<SnapshotReport> {
+        let mut due = Vec::new();
+        self.reports.retain(|report| {
+            if report.due_tick <= now && can_take(report.from) {
+                due.push(*report);
+                false
+            } else {
+                true
+            }
+        });
+        due
+    }
+
+    /// Queues a report (a delivered snapshot whose sender is paused).
+    pub fn queue_report(&mut self, report: SnapshotReport) {
+        self.reports.push(report);
+    }
+
+    /// Drops every queued report from `from` (its process is gone).
+    pub fn forget_reports_from(&mut self, from: NodeId) {
+        self.reports.retain(|report| report.from != from);
+    }
+
+    /// Snapshot outcomes waiting to be reported.
+    pub fn pending_reports(&self) -> usize {
+        self.reports.len()
     }
 
     /// Whether the link `from → to` is cut.

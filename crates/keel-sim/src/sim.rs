@@ -18,14 +18,14 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use keel::{ConfState, Config, Error, NodeId, RawNode, ReadMode, Role, Status};
+use keel::{ConfState, Config, Error, NodeId, RawNode, ReadMode, Role, SnapshotOutcome, Status};
 
 use crate::checker::{Property, SafetyChecker, Violation};
 use crate::faults::{Fault, FaultSet};
 use crate::history::{Completion, History, OutcomeCounts, Path, Record};
 use crate::kv::{Command, Key, Operation, Value};
 use crate::linearizability::{check_history, Verdict};
-use crate::network::{Network, NetworkFaults};
+use crate::network::{Network, NetworkFaults, SnapshotReport};
 use crate::node::{self, call, describe, message_word, read_context, Process, SimNode};
 use crate::rng::SimRng;
 use crate::storage::{CrashSurvivors, SimStorage};
@@ -546,6 +546,11 @@ impl Simulation {
         };
         if let Some(reason) = reason {
             self.world.stats.messages_dropped += 1;
+            if message.reports_outcome {
+                self.world
+                    .network
+                    .snapshot_failed(&mut self.world.rng, self.world.now, from, to);
+            }
             self.world.trace_event(TraceEvent::Drop {
                 from,
                 to,
@@ -577,7 +582,65 @@ impl Simulation {
             }
             _ => {}
         }
+        node::process_ready(node, &mut self.world)?;
+        if message.reports_outcome {
+            // The stream ended well: the sender's transport says so at once
+            // (or when the sender resumes, if it is paused).
+            let report = SnapshotReport {
+                from,
+                to,
+                outcome: SnapshotOutcome::Delivered,
+                due_tick: self.world.now,
+            };
+            let sender = self.nodes.get((from.get() - 1) as usize).and_then(SimNode::running);
+            match sender {
+                Some(running) if running.is_healthy() && running.is_responsive() => self.report_snapshot(report)?,
+                Some(running) if running.is_healthy() => self.world.network.queue_report(report),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a snapshot outcome to its sender's `report_snapshot`, if the
+    /// sender is still the healthy process that sent it.
+    fn report_snapshot(&mut self, report: SnapshotReport) -> Result<(), Violation> {
+        let position = (report.from.get() - 1) as usize;
+        let Some(node) = self.nodes.get_mut(position) else {
+            return Ok(());
+        };
+        let Some(running) = node
+            .running_mut()
+            .filter(|running| running.is_healthy() && running.is_responsive())
+        else {
+            return Ok(());
+        };
+        running.raw.report_snapshot(report.to, report.outcome);
+        self.world.stats.snapshot_reports += 1;
+        let delivered = report.outcome == SnapshotOutcome::Delivered;
+        self.world
+            .hash(&[73, report.from.get(), report.to.get(), u64::from(delivered)]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!(
+                "node {}: snapshot to {} reported {:?}",
+                report.from, report.to, report.outcome
+            ),
+        });
         node::process_ready(node, &mut self.world)
+    }
+
+    /// Reports the snapshot outcomes that are due to senders that take
+    /// input (a paused sender's wait).
+    fn deliver_snapshot_reports(&mut self) -> Result<(), Violation> {
+        let nodes = &self.nodes;
+        let due = self.world.network.take_due_reports(self.world.now, |from| {
+            let sender = nodes.get((from.get() - 1) as usize).and_then(SimNode::running);
+            !matches!(sender, Some(running) if !running.is_responsive())
+        });
+        for report in due {
+            self.report_snapshot(report)?;
+        }
+        Ok(())
     }
 
     /// The transport of `from` notices it cannot reach `to` (sometimes).
@@ -604,6 +667,7 @@ impl Simulation {
         for position in 0..self.nodes.len() {
             self.run_timers(position)?;
         }
+        self.deliver_snapshot_reports()?;
         for position in 0..self.nodes.len() {
             let node = &mut self.nodes[position];
             let id = node.id;
@@ -694,6 +758,9 @@ impl Simulation {
             self.world.stats.keel_stopped += 1;
         }
         let storage = storage.after_crash(survivors);
+        self.world
+            .network
+            .crashed(&mut self.world.rng, self.world.now, id);
         let long_outage = self.world.rng.chance(200_000);
         let downtime = if !self.faults_on {
             0 // the liveness phase restarts at once

@@ -43,6 +43,8 @@ pub struct Stats {
     pub entries_applied: u64,
     /// Crashes after which some unsynced writes survived.
     pub torn_crashes: u64,
+    /// Snapshot outcomes reported to their senders (delivered or failed).
+    pub snapshot_reports: u64,
 }
 
 /// A client's request in progress.
