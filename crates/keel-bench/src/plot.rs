@@ -26,7 +26,7 @@ fn series(
 }
 
 /// Draws one line chart with a log-scaled client axis. `lines` are
-/// (label, colour, dashed, points).
+/// (label, colour, thin, points).
 fn chart(
     path: &Path,
     title: &str,
@@ -58,20 +58,25 @@ fn chart(
         .x_desc("clients")
         .y_desc(y_label)
         .x_label_formatter(&|clients| format!("{clients:.0}"))
+        .y_label_formatter(&|value| {
+            if y_max >= 100.0 {
+                format!("{value:.0}")
+            } else {
+                format!("{value:.1}")
+            }
+        })
         .draw()
         .map_err(|e| error(&e))?;
-    for (label, colour, dashed, points) in lines {
+    for (label, colour, thin, points) in lines {
         let colour = *colour;
-        let style = if *dashed {
-            colour.mix(0.6).stroke_width(2)
-        } else {
-            colour.stroke_width(3)
-        };
+        // Reads-heavy lines are thinner; each line has its own colour.
+        let width = if *thin { 2 } else { 3 };
+        let style = colour.stroke_width(width);
         chart
             .draw_series(LineSeries::new(points.iter().copied(), style))
             .map_err(|e| error(&e))?
             .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3)));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(width)));
         chart
             .draw_series(points.iter().map(|&point| Circle::new(point, 4, colour.filled())))
             .map_err(|e| error(&e))?;
@@ -89,22 +94,29 @@ fn chart(
 
 const KEEL_COLOUR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const ETCD_COLOUR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const KEEL_READS_COLOUR: RGBColor = RGBColor(0x6b, 0xae, 0xd6);
+const ETCD_READS_COLOUR: RGBColor = RGBColor(0xfc, 0x8d, 0x59);
 
 /// Writes `throughput.svg` and `p99.svg` into `directory`.
 pub fn end_to_end(points: &[EndToEndPoint], directory: &Path) -> Result<(), String> {
     std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
     let mut throughput = Vec::new();
     let mut p99 = Vec::new();
-    for (read_percent, dashed, mix) in [(0u32, false, "writes"), (90, true, "90% reads")] {
+    for (read_percent, thin, mix) in [(0u32, false, "writes"), (90, true, "90% reads")] {
+        let (keel_colour, etcd_colour) = if thin {
+            (KEEL_READS_COLOUR, ETCD_READS_COLOUR)
+        } else {
+            (KEEL_COLOUR, ETCD_COLOUR)
+        };
         let (etcd, keel) = series(points, read_percent, LoadResult::requests_per_second);
         let (etcd_p99, keel_p99) = series(points, read_percent, |result| result.latency_ms(0.99));
         if !keel.is_empty() {
-            throughput.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel));
-            p99.push((format!("keel-kv, {mix}"), KEEL_COLOUR, dashed, keel_p99));
+            throughput.push((format!("keel-kv, {mix}"), keel_colour, thin, keel));
+            p99.push((format!("keel-kv, {mix}"), keel_colour, thin, keel_p99));
         }
         if !etcd.is_empty() {
-            throughput.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd));
-            p99.push((format!("etcd, {mix}"), ETCD_COLOUR, dashed, etcd_p99));
+            throughput.push((format!("etcd, {mix}"), etcd_colour, thin, etcd));
+            p99.push((format!("etcd, {mix}"), etcd_colour, thin, etcd_p99));
         }
     }
     if throughput.is_empty() {
