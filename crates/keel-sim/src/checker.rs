@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use keel::{Entry, EntryKind, Index, LogId, NodeId, Term};
+use keel::{ConfState, Entry, EntryKind, Index, LogId, NodeId, SnapshotMetadata, Term};
 
 /// A property the simulator checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +62,9 @@ pub enum Property {
     LinearizabilityInconclusive,
     /// A node (or the simulator) panicked: a core assertion fired.
     Panic,
+    /// Two nodes hold different memberships as of one applied index (after
+    /// applying the change there, or in a snapshot ending there).
+    ConfigurationAgreement,
     /// The simulator itself hit an impossible state (a bug in keel-sim, or a
     /// core output that breaks its documented contract).
     Contract,
@@ -85,6 +88,7 @@ impl Property {
             Property::Linearizability => "linearizability",
             Property::LinearizabilityInconclusive => "linearizability-inconclusive",
             Property::Panic => "panic",
+            Property::ConfigurationAgreement => "configuration-agreement",
             Property::Contract => "contract",
         }
     }
@@ -150,6 +154,9 @@ pub struct SafetyChecker {
     votes: BTreeMap<(NodeId, Term), NodeId>,
     written: BTreeMap<LogId, (Content, Term)>,
     committed: BTreeMap<Index, Committed>,
+    /// The membership after each applied membership change (and the
+    /// bootstrap one), with the node that first applied it.
+    confs: BTreeMap<Index, (ConfState, NodeId)>,
 }
 
 impl SafetyChecker {
@@ -271,6 +278,45 @@ impl SafetyChecker {
             .range(first..)
             .filter(move |(_, committed)| committed.known_in_term < term)
             .map(|(index, committed)| (*index, committed.term))
+    }
+
+    /// The founders' membership, in the bootstrap snapshot at `index`.
+    pub fn observe_bootstrap(&mut self, index: Index, conf: ConfState) {
+        self.confs.insert(index, (conf, NodeId::ZERO));
+    }
+
+    /// `node` applied the membership change at `index` and now holds
+    /// `conf`: every node must hold the same membership there.
+    pub fn observe_applied_conf(&mut self, node: NodeId, index: Index, conf: &ConfState) -> Result<(), Violation> {
+        match self.confs.get(&index) {
+            None => {
+                self.confs.insert(index, (conf.clone(), node));
+                Ok(())
+            }
+            Some((known, _)) if known == conf => Ok(()),
+            Some((known, first)) => Err(Violation::new(
+                Property::ConfigurationAgreement,
+                format!("node {node} applied membership {conf:?} at {index}, but node {first} applied {known:?}"),
+            )),
+        }
+    }
+
+    /// `node` took or installs a snapshot: its membership must be the one
+    /// applied at the latest membership change at or before its index.
+    pub fn observe_snapshot_conf(&self, node: NodeId, metadata: &SnapshotMetadata) -> Result<(), Violation> {
+        let index = metadata.last.index;
+        match self.confs.range(..=index).next_back() {
+            Some((_, (known, _))) if *known == metadata.conf_state => Ok(()),
+            Some((at, (known, first))) => Err(Violation::new(
+                Property::ConfigurationAgreement,
+                format!(
+                    "node {node} has snapshot {} with membership {:?}, but the membership since {at} is {known:?} \
+                     (applied by node {first})",
+                    metadata.last, metadata.conf_state
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The highest index known committed.

@@ -39,11 +39,15 @@ pub enum Fault {
     Compaction,
     /// Leadership is handed to another voter.
     Transfer,
+    /// Membership changes: learners added, promoted, demoted and removed,
+    /// voters removed (the leader too) and replaced through joint
+    /// configurations, between 3 and 7 voters.
+    Churn,
 }
 
 impl Fault {
     /// Every fault class.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Loss,
         Fault::Delay,
         Fault::Duplicate,
@@ -57,6 +61,7 @@ impl Fault {
         Fault::FsyncFailure,
         Fault::Compaction,
         Fault::Transfer,
+        Fault::Churn,
     ];
 
     /// The name used on the command line.
@@ -75,6 +80,7 @@ impl Fault {
             Fault::FsyncFailure => "fsync-failure",
             Fault::Compaction => "compaction",
             Fault::Transfer => "transfer",
+            Fault::Churn => "churn",
         }
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use keel::{
-    Config, Entry, EntryKind, Envelope, Error, HardState, Index, LogId, Message, NodeId, PersistMarker,
-    RawNode, ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
+    ConfChange, ConfState, Config, Entry, EntryKind, Envelope, Error, HardState, Index, LogId, Message, NodeId,
+    PersistMarker, RawNode, ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
 };
 
 use crate::checker::{Property, Violation};
@@ -47,8 +47,11 @@ pub(crate) struct PersistJob {
 #[derive(Debug)]
 pub(crate) struct ApplyJob {
     ready_number: u64,
-    snapshot: Option<(Index, KvStore)>,
+    snapshot: Option<(SnapshotMetadata, KvStore)>,
     entries: Vec<Entry>,
+    /// The membership after each membership change among `entries` (the
+    /// core switched to it when the entries were handed out).
+    memberships: Vec<(Index, ConfState)>,
     applied_index: Option<Index>,
 }
 
@@ -58,6 +61,11 @@ pub(crate) struct Running {
     pub(crate) kv: KvStore,
     /// The last index applied to `kv`.
     pub(crate) kv_applied: Index,
+    /// The membership as of `kv_applied`: what a snapshot taken now holds.
+    pub(crate) applied_conf: ConfState,
+    /// The node applied a membership without itself, having been in the
+    /// one before, at this index: it has learnt it was removed.
+    pub(crate) learnt_removal: Option<Index>,
     /// Paused since this tick: no input until resumed.
     pub(crate) paused_since_tick: Option<u64>,
     pub(crate) resume_at_tick: u64,
@@ -108,6 +116,13 @@ pub(crate) struct SimNode {
     pub(crate) config: Config,
     pub(crate) incarnation: u32,
     pub(crate) process: Process,
+    /// Shut down for good after it learnt it was removed from the cluster.
+    pub(crate) retired: bool,
+    /// Learnt it was removed but is left running (an operator who forgot
+    /// it): it must not disrupt the cluster.
+    pub(crate) lingering: bool,
+    /// Whether the operator decided yet between lingering and shutting down.
+    pub(crate) removal_decided: bool,
 }
 
 impl SimNode {
@@ -129,6 +144,14 @@ impl SimNode {
     /// its durable snapshot.
     pub(crate) fn start(&mut self, storage: SimStorage) -> Result<(), Violation> {
         let (snapshot, image) = storage.snapshot_with_image();
+        let applied_conf = keel::Storage::initial_state(&storage)
+            .map(|initial| initial.conf_state)
+            .map_err(|error| {
+                Violation::new(
+                    Property::Contract,
+                    format!("node {} cannot read its membership: {error}", self.id),
+                )
+            })?;
         let kv = match (snapshot.is_empty(), image) {
             (true, _) => KvStore::new(),
             (false, Some(image)) => image,
@@ -156,6 +179,8 @@ impl SimNode {
             raw,
             kv,
             kv_applied: snapshot.last.index,
+            applied_conf,
+            learnt_removal: None,
             paused_since_tick: None,
             resume_at_tick: 0,
             crash_at_tick: None,
@@ -370,9 +395,11 @@ fn handle_ready_sync(
     }
     send(world, running, ready.take_persisted_messages())?;
     if let Some((metadata, image)) = snapshot {
-        restore(running, metadata.last.index, image);
+        restore(world, id, running, &metadata, image)?;
     }
-    apply_entries(world, id, incarnation, running, &ready.take_committed_entries())?;
+    let committed = ready.take_committed_entries();
+    let memberships = hand_out_conf_changes(world, id, running, &committed)?;
+    apply_entries(world, id, incarnation, running, &committed, &memberships)?;
     take_reads(world, id, incarnation, running, &mut ready);
     match call(id, running, |raw| raw.advance(ready))? {
         Ok(()) => {}
@@ -396,13 +423,13 @@ fn queue_ready(
     };
     let applied_index = ready.last_committed_index().max(ready.persist_marker().snapshot);
     let committed = ready.take_committed_entries();
+    let memberships = hand_out_conf_changes(world, id, running, &committed)?;
     if applied_index.is_some() {
         running.unapplied.push_back(ApplyJob {
             ready_number: ready.number(),
-            snapshot: snapshot
-                .as_ref()
-                .map(|(metadata, image)| (metadata.last.index, image.clone())),
+            snapshot: snapshot.clone(),
             entries: committed,
+            memberships,
             applied_index,
         });
     }
@@ -509,9 +536,62 @@ fn check_written(
     Ok(())
 }
 
-fn restore(running: &mut Running, index: Index, image: KvStore) {
+fn restore(
+    world: &mut World,
+    id: NodeId,
+    running: &mut Running,
+    metadata: &SnapshotMetadata,
+    image: KvStore,
+) -> Result<(), Violation> {
+    world.checker.observe_snapshot_conf(id, metadata)?;
     running.kv = image;
-    running.kv_applied = index;
+    running.kv_applied = metadata.last.index;
+    set_applied_conf(id, running, metadata.conf_state.clone());
+    Ok(())
+}
+
+/// The state machine reached a new membership.
+fn set_applied_conf(id: NodeId, running: &mut Running, conf: ConfState) {
+    if running.applied_conf.contains(id) && !conf.contains(id) {
+        running.learnt_removal = Some(running.kv_applied);
+    }
+    running.applied_conf = conf;
+}
+
+/// Applies the membership changes among committed entries handed out
+/// (keel-node's order: the core switches membership as the entries leave
+/// it, and the applier later records each membership at its index).
+/// A change the core refuses leaves the membership as it was.
+fn hand_out_conf_changes(
+    world: &mut World,
+    id: NodeId,
+    running: &mut Running,
+    entries: &[Entry],
+) -> Result<Vec<(Index, ConfState)>, Violation> {
+    let mut memberships = Vec::new();
+    for entry in entries.iter().filter(|entry| entry.kind.is_conf_change()) {
+        let change = ConfChange::decode(&entry.data).map_err(|error| {
+            Violation::new(
+                Property::Contract,
+                format!("node {id}: committed entry {} is not a membership change: {error}", entry.log_id()),
+            )
+        })?;
+        let conf = match call(id, running, |raw| raw.apply_conf_change(&change))? {
+            Ok(conf) => conf,
+            Err(Error::ConfChange(error)) => {
+                world.stats.conf_changes_refused += 1;
+                world.trace_event(TraceEvent::Fault {
+                    detail: format!("node {id}: membership change {} refused: {error}", entry.log_id()),
+                });
+                running.raw.status().conf_state
+            }
+            // Fatal: the node stopped; the call check covers it.
+            Err(_) => return Ok(memberships),
+        };
+        world.hash(&[79, id.get(), entry.index.get(), conf.voters.len() as u64]);
+        memberships.push((entry.index, conf));
+    }
+    Ok(memberships)
 }
 
 /// Applies committed entries to the state machine, checking each against
@@ -522,6 +602,7 @@ fn apply_entries(
     incarnation: u32,
     running: &mut Running,
     entries: &[Entry],
+    memberships: &[(Index, ConfState)],
 ) -> Result<(), Violation> {
     let term = if entries.is_empty() {
         Term::ZERO
@@ -560,15 +641,13 @@ fn apply_entries(
                 }
             }
             EntryKind::ConfChange | EntryKind::ConfChangeV2 => {
-                // Membership changes are not generated yet (the core's
-                // `propose_conf_change` has not landed).
-                return Err(Violation::new(
-                    Property::Contract,
-                    format!(
-                        "node {id} applies a membership change {} the simulator never proposed",
-                        entry.log_id()
-                    ),
-                ));
+                let Some((_, conf)) = memberships.iter().find(|(index, _)| *index == entry.index) else {
+                    // The node stopped while handing it out.
+                    return Ok(());
+                };
+                world.checker.observe_applied_conf(id, entry.index, conf)?;
+                set_applied_conf(id, running, conf.clone());
+                world.stats.conf_changes_applied += 1;
             }
         }
     }
@@ -666,10 +745,10 @@ pub(crate) fn apply_next(node: &mut SimNode, world: &mut World) -> Result<bool, 
         return Ok(false);
     };
     world.hash(&[17, id.get(), job.ready_number]);
-    if let Some((index, image)) = job.snapshot {
-        restore(running, index, image);
+    if let Some((metadata, image)) = job.snapshot {
+        restore(world, id, running, &metadata, image)?;
     }
-    apply_entries(world, id, incarnation, running, &job.entries)?;
+    apply_entries(world, id, incarnation, running, &job.entries, &job.memberships)?;
     if let Some(index) = job.applied_index {
         if call(id, running, |raw| raw.on_applied(index))?.is_err() {
             return Ok(true);
@@ -722,10 +801,11 @@ pub(crate) fn compact(
     };
     let metadata = SnapshotMetadata {
         last: LogId::new(term, applied),
-        // Without membership changes the configuration at `applied` is the
-        // current one; with them, track it per applied index.
-        conf_state: running.raw.status().conf_state,
+        // The membership at `applied` as the applier saw it (the core's
+        // may be ahead: it switches when entries are handed out).
+        conf_state: running.applied_conf.clone(),
     };
+    world.checker.observe_snapshot_conf(id, &metadata)?;
     let image = running.kv.clone();
     let through = Index::new(applied.get().saturating_sub(keep_entries));
     let storage = running.raw.storage_mut();

@@ -18,7 +18,10 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use keel::{ConfState, Config, Error, NodeId, RawNode, ReadMode, Role, SnapshotOutcome, Status};
+use keel::{
+    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config, Error, NodeId,
+    RawNode, ReadMode, Role, SnapshotOutcome, Status,
+};
 
 use crate::checker::{Property, SafetyChecker, Violation};
 use crate::faults::{Fault, FaultSet};
@@ -50,6 +53,13 @@ const STEP_WEIGHT_FAULT: u64 = 5;
 const DELAY_TICKS_MAX_ANY: u64 = 3;
 /// The key of the final write of the liveness phase, outside the clients' keys.
 const LIVENESS_KEY: Key = u8::MAX;
+/// Membership churn keeps the voters between these bounds.
+pub const VOTERS_MIN: usize = 3;
+/// See [`VOTERS_MIN`].
+pub const VOTERS_MAX: usize = 7;
+/// The most nodes a run ever starts (founders and those added later; a
+/// removed node's id is never reused).
+const NODES_MAX: usize = 12;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -65,6 +75,13 @@ pub struct SimOptions {
     /// A protocol bug to plant in every node (the drill).
     #[cfg(feature = "drill")]
     pub planted_bug: Option<keel::PlantedBug>,
+    /// Shut a removed node down as soon as it applies its removal, instead
+    /// of once the voters of its new membership have applied it too. Shows
+    /// a known core liveness issue (see the README); off by default.
+    pub retire_at_once: bool,
+    /// Report how snapshot sends end (`RawNode::report_snapshot`), as the
+    /// core's contract requires. Off only to show what breaks without it.
+    pub report_snapshots: bool,
 }
 
 impl SimOptions {
@@ -77,6 +94,8 @@ impl SimOptions {
             trace_capacity: 200,
             #[cfg(feature = "drill")]
             planted_bug: None,
+            retire_at_once: false,
+            report_snapshots: true,
         }
     }
 
@@ -89,8 +108,15 @@ impl SimOptions {
         };
         #[cfg(not(feature = "drill"))]
         let (features, bug) = ("", String::new());
+        let mut extra = String::new();
+        if self.retire_at_once {
+            extra.push_str(" --retire-at-once");
+        }
+        if !self.report_snapshots {
+            extra.push_str(" --no-snapshot-reports");
+        }
         format!(
-            "cargo run -p keel-sim --release{features} -- --seed {} --steps {} --faults {}{bug} --trace 2000",
+            "cargo run -p keel-sim --release{features} -- --seed {} --steps {} --faults {}{bug}{extra} --trace 2000",
             self.seed, self.steps, self.faults
         )
     }
@@ -348,7 +374,14 @@ impl Simulation {
             trace: TraceRing::new(options.trace_capacity),
             stats: Stats::default(),
             applied_requests: std::collections::BTreeMap::new(),
+            transfer: None,
         };
+        let mut world = world;
+        world
+            .checker
+            .observe_bootstrap(keel::SnapshotMetadata::bootstrap(voters.clone()).last.index, voters.clone());
+        world.stats.voters_min = shape.nodes;
+        world.stats.voters_max = shape.nodes;
         let nodes = shape
             .configs
             .iter()
@@ -364,9 +397,12 @@ impl Simulation {
                     config,
                     incarnation: 0,
                     process: Process::Down {
-                        storage: Box::new(SimStorage::new_with_conf_state(voters.clone())),
+                        storage: Box::new(SimStorage::bootstrapped(voters.clone())),
                         restart_at_tick: 0,
                     },
+                    retired: false,
+                    lingering: false,
+                    removal_decided: false,
                 }
             })
             .collect();
@@ -615,8 +651,14 @@ impl Simulation {
         else {
             return Ok(());
         };
+        if !self.options.report_snapshots {
+            return Ok(());
+        }
         running.raw.report_snapshot(report.to, report.outcome);
         self.world.stats.snapshot_reports += 1;
+        if report.outcome == SnapshotOutcome::Failed {
+            self.world.stats.snapshot_failures_reported += 1;
+        }
         let delivered = report.outcome == SnapshotOutcome::Delivered;
         self.world
             .hash(&[73, report.from.get(), report.to.get(), u64::from(delivered)]);
@@ -963,13 +1005,34 @@ impl Simulation {
         }
     }
 
-    fn unavailable_count(&self) -> usize {
-        self.nodes.len() - self.available().len()
+    /// The membership as of the furthest applied state machine: the
+    /// voters whose loss the faults ration.
+    fn latest_conf(&self) -> ConfState {
+        self.nodes
+            .iter()
+            .filter_map(SimNode::running)
+            .max_by_key(|running| running.kv_applied)
+            .map(|running| running.applied_conf.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether one more voter may go down: fewer than half of the voters
+    /// (both halves of a joint membership counted together) are down.
+    fn may_lose_a_voter(&self) -> bool {
+        let conf = self.latest_conf();
+        let mut voters = conf.voters.clone();
+        voters.extend(conf.voters_outgoing.iter().copied());
+        let available = self.available();
+        let unavailable = voters
+            .iter()
+            .filter(|id| !available.contains(&((id.get() - 1) as usize)))
+            .count();
+        unavailable < voters.len().div_ceil(2)
     }
 
     fn inject_fault(&mut self) -> Result<(), Violation> {
+        let minority_left = self.may_lose_a_voter();
         let faults = &self.options.faults;
-        let minority_left = self.unavailable_count() < self.nodes.len().div_ceil(2);
         let choices = [
             (Fault::Crash, 3, minority_left),
             (Fault::Pause, 2, minority_left),
@@ -979,6 +1042,7 @@ impl Simulation {
             (Fault::FsyncFailure, 1, minority_left),
             (Fault::Compaction, 4, true),
             (Fault::Transfer, 2, true),
+            (Fault::Churn, 3, true),
         ];
         let weights: Vec<u64> = choices
             .iter()
@@ -1002,6 +1066,7 @@ impl Simulation {
             Fault::FsyncFailure => self.fault_fsync(),
             Fault::Compaction => self.fault_compaction()?,
             Fault::Transfer => self.fault_transfer()?,
+            Fault::Churn => self.fault_churn()?,
             _ => {}
         }
         Ok(())
@@ -1143,7 +1208,14 @@ impl Simulation {
                 None => return Ok(()),
             },
         };
-        let target = NodeId::new(self.world.rng.between(1, self.shape.nodes));
+        // A voter of the current membership; now and then any node (a
+        // learner or a removed node must be refused).
+        let voters: Vec<NodeId> = self.latest_conf().voters.into_iter().collect();
+        let target = match self.world.rng.pick(&voters) {
+            Some(voter) if self.world.rng.chance(900_000) => *voter,
+            _ => NodeId::new(self.world.rng.between(1, self.nodes.len() as u64)),
+        };
+        let transfer_by_tick = self.world.now + self.election_timeout_ticks();
         let node = &mut self.nodes[position];
         let id = node.id;
         let Some(running) = node
@@ -1154,6 +1226,9 @@ impl Simulation {
         };
         let result = call(id, running, |raw| raw.transfer_leader(target))?;
         self.world.stats.transfers += 1;
+        if result.is_ok() && leader != Some(target) {
+            self.world.transfer = Some((target, transfer_by_tick));
+        }
         self.world
             .hash(&[71, id.get(), target.get(), u64::from(result.is_ok())]);
         self.world.trace_event(TraceEvent::Fault {
@@ -1162,8 +1237,265 @@ impl Simulation {
         node::process_ready(node, &mut self.world)
     }
 
+    /// Nodes that learnt they were removed shut down once every voter of
+    /// the membership that removed them has applied it too (or, now and
+    /// then, are left running: they must not disrupt the cluster).
+    ///
+    /// The wait matters: a leader removed by a change steps down as soon as
+    /// it applies it, and the new members learn that the change committed
+    /// only from a later leader. Until they apply it they are still in the
+    /// old (or joint) membership and need the removed voters' votes, so
+    /// shutting those down at once can leave the rest without a quorum for
+    /// good (`SimOptions::retire_at_once` shows it).
+    fn retire_removed(&mut self) {
+        for position in 0..self.nodes.len() {
+            let node = &self.nodes[position];
+            let id = node.id;
+            let Some(running) = node.running() else {
+                continue;
+            };
+            let Some(removed_at) = running.learnt_removal else {
+                continue;
+            };
+            if node.lingering {
+                continue;
+            }
+            if !node.removal_decided {
+                let lingering = self.world.rng.chance(250_000);
+                let node = &mut self.nodes[position];
+                node.removal_decided = true;
+                node.lingering = lingering;
+                if lingering {
+                    self.world.hash(&[83, id.get()]);
+                    self.world.trace_event(TraceEvent::Fault {
+                        detail: format!("node {id} learnt it was removed and is left running"),
+                    });
+                    continue;
+                }
+            }
+            let conf = self.nodes[position].running().map(|running| &running.applied_conf);
+            let everyone_applied = self.options.retire_at_once
+                || conf.is_some_and(|conf| {
+                    conf.voters.iter().chain(&conf.voters_outgoing).all(|voter| {
+                        self.nodes
+                            .get((voter.get() - 1) as usize)
+                            .and_then(SimNode::running)
+                            .is_some_and(|other| other.kv_applied >= removed_at)
+                    })
+                });
+            if !everyone_applied {
+                continue;
+            }
+            let node = &mut self.nodes[position];
+            node.retired = true;
+            node.process = Process::Down {
+                storage: Box::new(SimStorage::default()),
+                restart_at_tick: u64::MAX,
+            };
+            self.world
+                .network
+                .crashed(&mut self.world.rng, self.world.now, id);
+            self.world.stats.nodes_retired += 1;
+            self.world.hash(&[89, id.get()]);
+            self.world.trace_event(TraceEvent::Fault {
+                detail: format!("node {id} learnt it was removed and shuts down"),
+            });
+            self.world.abandon_requests_on(id);
+        }
+    }
+
+    /// Starts a new, empty node (it learns the membership from a snapshot
+    /// once it is added). `None` once [`NODES_MAX`] nodes have been started.
+    fn spawn_node(&mut self) -> Result<Option<NodeId>, Violation> {
+        if self.nodes.len() >= NODES_MAX {
+            return Ok(None);
+        }
+        let id = NodeId::new(self.nodes.len() as u64 + 1);
+        #[allow(unused_mut)]
+        let mut config = self.shape.template().clone();
+        config.id = id;
+        config.rng_seed = self.world.rng.next_u64();
+        if self.shape.configs.iter().any(|config| config.priority > 0) {
+            config.priority = self.world.rng.below(3);
+        }
+        #[cfg(feature = "drill")]
+        {
+            config.planted_bug = self.options.planted_bug;
+        }
+        self.nodes.push(SimNode {
+            id,
+            config,
+            incarnation: 0,
+            process: Process::Down {
+                storage: Box::new(SimStorage::default()),
+                restart_at_tick: self.world.now,
+            },
+            retired: false,
+            lingering: false,
+            removal_decided: false,
+        });
+        self.world.stats.nodes_added += 1;
+        self.restart(self.nodes.len() - 1)?;
+        Ok(Some(id))
+    }
+
+    /// A membership change, proposed (mostly) on the leader: add a learner,
+    /// promote, demote, remove (the leader too), add a voter, replace one or
+    /// two voters at once through a joint configuration, or leave an
+    /// explicit joint configuration. Keeps 3–7 voters.
+    fn fault_churn(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let Some(status) = self.nodes[(leader.get() - 1) as usize]
+            .running()
+            .filter(|running| running.is_healthy() && running.is_responsive())
+            .map(|running| running.raw.status())
+        else {
+            return Ok(());
+        };
+        if status.pending_conf_index > status.applied {
+            return Ok(()); // one change at a time: it would be refused
+        }
+        let conf = status.conf_state;
+        let change = if conf.is_joint() {
+            if conf.auto_leave {
+                return Ok(()); // the leader leaves it by itself
+            }
+            ConfChange::leave_joint()
+        } else {
+            match self.draw_change(&conf, leader)? {
+                Some(change) => change,
+                None => return Ok(()),
+            }
+        };
+        // Mostly on the leader; sometimes a follower, which forwards it.
+        let available = self.available();
+        let position = match self.world.rng.pick(&available) {
+            Some(position) if self.world.rng.chance(200_000) => *position,
+            _ => (leader.get() - 1) as usize,
+        };
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        let Some(running) = node
+            .running_mut()
+            .filter(|running| running.is_healthy() && running.is_responsive())
+        else {
+            return Ok(());
+        };
+        let result = call(id, running, |raw| raw.propose_conf_change(&change))?;
+        if result.is_ok() {
+            self.world.stats.conf_changes_proposed += 1;
+        }
+        self.world
+            .hash(&[97, id.get(), change.changes.len() as u64, u64::from(result.is_ok())]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {id}: membership change {change:?}: {result:?}"),
+        });
+        node::process_ready(node, &mut self.world)
+    }
+
+    /// Draws a change to a simple membership `conf` led by `leader`.
+    fn draw_change(&mut self, conf: &ConfState, leader: NodeId) -> Result<Option<ConfChange>, Violation> {
+        let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
+        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let can_grow = voters.len() < VOTERS_MAX;
+        let can_shrink = voters.len() > VOTERS_MIN;
+        let can_spawn = self.nodes.len() < NODES_MAX;
+        let weights = [
+            if can_spawn { 3 } else { 0 },                           // add a learner
+            if can_grow && !learners.is_empty() { 3 } else { 0 },    // promote
+            if can_shrink { 1 } else { 0 },                          // demote
+            if learners.is_empty() { 0 } else { 1 },                 // remove a learner
+            if can_shrink { 2 } else { 0 },                          // remove a voter
+            if can_grow && can_spawn { 1 } else { 0 },               // add a voter
+            if can_spawn || !learners.is_empty() { 3 } else { 0 },   // replace voters
+        ];
+        let single = |kind, node_id| ConfChangeSingle { kind, node_id };
+        let change = match self.world.rng.weighted(&weights) {
+            Some(0) => match self.spawn_node()? {
+                Some(new) => ConfChange::add_learner(new),
+                None => return Ok(None),
+            },
+            Some(1) => match self.world.rng.pick(&learners) {
+                Some(learner) => ConfChange::add_voter(*learner),
+                None => return Ok(None),
+            },
+            Some(2) => match self.world.rng.pick(&voters) {
+                Some(voter) => ConfChange::add_learner(*voter),
+                None => return Ok(None),
+            },
+            Some(3) => match self.world.rng.pick(&learners) {
+                Some(learner) => ConfChange::remove_node(*learner),
+                None => return Ok(None),
+            },
+            Some(4) => {
+                // The leader a third of the time.
+                let target = match self.world.rng.pick(&voters) {
+                    _ if self.world.rng.chance(333_333) => leader,
+                    Some(voter) => *voter,
+                    None => return Ok(None),
+                };
+                ConfChange::remove_node(target)
+            }
+            Some(5) => match self.spawn_node()? {
+                Some(new) => ConfChange::add_voter(new),
+                None => return Ok(None),
+            },
+            Some(6) => {
+                // One or two voters out, as many in (learners or new nodes);
+                // the leader may be among those leaving.
+                let count = self.world.rng.between(1, 2) as usize;
+                let mut outgoing = voters.clone();
+                for position in (1..outgoing.len()).rev() {
+                    let other = self.world.rng.below(position as u64 + 1) as usize;
+                    outgoing.swap(position, other);
+                }
+                outgoing.truncate(count);
+                let mut incoming = learners.clone();
+                for position in (1..incoming.len()).rev() {
+                    let other = self.world.rng.below(position as u64 + 1) as usize;
+                    incoming.swap(position, other);
+                }
+                incoming.truncate(count);
+                while incoming.len() < count {
+                    match self.spawn_node()? {
+                        Some(new) => incoming.push(new),
+                        None => break,
+                    }
+                }
+                let mut changes = Vec::new();
+                for (old, new) in outgoing.iter().zip(&incoming) {
+                    changes.push(single(ConfChangeKind::AddVoter, *new));
+                    let kind = if self.world.rng.chance(300_000) {
+                        ConfChangeKind::AddLearner
+                    } else {
+                        ConfChangeKind::RemoveNode
+                    };
+                    changes.push(single(kind, *old));
+                }
+                if changes.is_empty() {
+                    return Ok(None);
+                }
+                let transition = match self.world.rng.weighted(&[2, 1, 1]) {
+                    Some(0) => ConfChangeTransition::Auto,
+                    Some(1) => ConfChangeTransition::JointImplicit,
+                    _ => ConfChangeTransition::JointExplicit,
+                };
+                ConfChange {
+                    transition,
+                    changes,
+                    context: bytes::Bytes::new(),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(change))
+    }
+
     /// Every per-step check on every node that is up and healthy.
     fn check_all(&mut self) -> Result<(), Violation> {
+        self.retire_removed();
         for node in &mut self.nodes {
             let id = node.id;
             let Some(running) = node.running_mut() else {
@@ -1180,6 +1512,16 @@ impl Simulation {
             check_monotonic(id, running, &status)?;
             if status.role == Role::Leader && self.world.checker.observe_leader(status.hard_state.term, id)? {
                 running.leader_check_pending = true;
+                if let Some((target, by_tick)) = self.world.transfer.take() {
+                    if target == id && self.world.now <= by_tick {
+                        self.world.stats.transfers_completed += 1;
+                    }
+                }
+            }
+            let voters = running.applied_conf.voters.len() as u64;
+            if voters > 0 {
+                self.world.stats.voters_max = self.world.stats.voters_max.max(voters);
+                self.world.stats.voters_min = self.world.stats.voters_min.min(voters);
             }
             let disk_caught_up = running.unpersisted.is_empty();
             if running.leader_check_pending && disk_caught_up {
@@ -1211,6 +1553,7 @@ impl Simulation {
                 running.raw.storage_mut().disarm_sync_failure();
             }
             match &self.nodes[position].process {
+                Process::Down { .. } if self.nodes[position].retired => {}
                 Process::Down { .. } => self.restart(position)?,
                 Process::Running(running) if !running.is_healthy() => {
                     self.crash(position);
@@ -1242,6 +1585,7 @@ impl Simulation {
         let marker = self.next_value;
         self.next_value += 1;
         self.propose_marker(leader, marker)?;
+        self.leave_explicit_joint(leader)?;
         let converge_start = self.world.now;
         let mut proposed_at = self.world.now;
         loop {
@@ -1250,10 +1594,13 @@ impl Simulation {
             }
             // Leadership may still move (a transfer requested during the
             // faults completes): the write is retried through whoever leads,
-            // as a client would; the session makes a retry apply once.
+            // as a client would; the session makes a retry apply once. An
+            // explicit joint membership left by the faults is left, as its
+            // operator would.
             if self.world.now - proposed_at >= election {
                 if let Some(leader) = self.stable_leader() {
                     self.propose_marker(leader, marker)?;
+                    self.leave_explicit_joint(leader)?;
                     proposed_at = self.world.now;
                 }
             }
@@ -1342,18 +1689,43 @@ impl Simulation {
             .collect()
     }
 
+    /// A leader every member of its membership runs under. Nodes outside it
+    /// (removed ones left running, added ones whose change never committed)
+    /// do not count, but they must not keep the members from agreeing.
     fn stable_leader(&self) -> Option<NodeId> {
         let statuses = self.statuses();
         let leader = statuses
             .iter()
             .flatten()
-            .find(|status| status.role == Role::Leader)?;
-        let all_agree = statuses.iter().all(|status| {
-            status.as_ref().is_some_and(|status| {
-                status.hard_state.term == leader.hard_state.term && status.leader == Some(leader.id)
-            })
+            .filter(|status| status.role == Role::Leader)
+            .max_by_key(|status| status.hard_state.term)?;
+        let all_agree = leader.conf_state.members().iter().all(|member| {
+            statuses
+                .get((member.get() - 1) as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|status| {
+                    status.hard_state.term == leader.hard_state.term && status.leader == Some(leader.id)
+                })
         });
         all_agree.then_some(leader.id)
+    }
+
+    /// Proposes leaving an explicit joint membership, if the leader is in one.
+    fn leave_explicit_joint(&mut self, leader: NodeId) -> Result<(), Violation> {
+        let position = (leader.get() - 1) as usize;
+        let node = &mut self.nodes[position];
+        let Some(running) = node.running_mut() else {
+            return Ok(());
+        };
+        let status = running.raw.status();
+        if !status.conf_state.is_joint() || status.conf_state.auto_leave || status.pending_conf_index > status.applied {
+            return Ok(());
+        }
+        let result = call(leader, running, |raw| raw.propose_conf_change(&ConfChange::leave_joint()))?;
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("leader {leader}: leave the joint membership: {result:?}"),
+        });
+        node::process_ready(node, &mut self.world)
     }
 
     /// A write through the leader that every node must apply.
@@ -1391,23 +1763,26 @@ impl Simulation {
             return false;
         };
         let target = leader.hard_state.commit;
-        if target != leader.last_index {
+        let conf = &leader.conf_state;
+        if target != leader.last_index || conf.is_joint() {
             return false;
         }
-        let mut digests = self
-            .nodes
-            .iter()
-            .filter_map(|node| node.running())
-            .map(|running| {
-                let status = running.raw.status();
-                let caught_up =
-                    running.kv_applied == target && status.applied == target && status.last_index == target;
-                (caught_up && running.kv.get(LIVENESS_KEY) == Some(marker)).then(|| running.kv.digest())
-            });
+        // Every member of the final membership has applied everything, holds
+        // the same state and the same membership.
+        let mut digests = conf.members().into_iter().map(|member| {
+            let running = self.nodes.get((member.get() - 1) as usize)?.running()?;
+            let status = running.raw.status();
+            let caught_up = running.kv_applied == target
+                && status.applied == target
+                && status.last_index == target
+                && running.applied_conf == *conf
+                && status.conf_state == *conf;
+            (caught_up && running.kv.get(LIVENESS_KEY) == Some(marker)).then(|| running.kv.digest())
+        });
         let Some(Some(first)) = digests.next() else {
             return false;
         };
-        digests.all(|digest| digest == Some(first)) && statuses.iter().all(Option::is_some)
+        digests.all(|digest| digest == Some(first))
     }
 
     fn describe_nodes(&self) -> String {

@@ -11,7 +11,9 @@
 //! with [`StorageError::Failed`], which must stop the node.
 //!
 //! The state machine's snapshot image is stored beside the snapshot
-//! metadata, so a restarted node restores both from the same durable state.
+//! metadata, so a restarted node restores both from the same durable state;
+//! so is the membership (a snapshot taken with its image also sets the
+//! store's membership to the snapshot's).
 
 use std::sync::Arc;
 
@@ -129,6 +131,12 @@ impl DiskImage {
             }
             Write::CreateSnapshot(metadata, image) => {
                 self.snapshot = metadata.clone();
+                // The simulator's runtime keeps the membership with its
+                // snapshots (as keel-node does): a restart takes the
+                // snapshot's and replays later changes from the log.
+                if image.is_some() {
+                    self.conf_state = metadata.conf_state.clone();
+                }
                 self.snapshot_image = image.clone();
             }
             Write::Compact(through) => {
@@ -186,6 +194,26 @@ impl SimStorage {
     pub fn new_with_conf_state(conf_state: ConfState) -> Self {
         let image = DiskImage {
             conf_state,
+            ..DiskImage::default()
+        };
+        SimStorage {
+            current: image.clone(),
+            durable: image,
+            ..SimStorage::default()
+        }
+    }
+
+    /// A founder's store: the bootstrap snapshot at index 1 holding the
+    /// founding membership and an empty state machine, durable. Nodes added
+    /// later start empty and learn the membership from it (or a later
+    /// snapshot).
+    pub fn bootstrapped(conf_state: ConfState) -> Self {
+        let metadata = SnapshotMetadata::bootstrap(conf_state.clone());
+        let image = DiskImage {
+            conf_state,
+            compacted: metadata.last,
+            snapshot: metadata,
+            snapshot_image: Some(KvStore::new()),
             ..DiskImage::default()
         };
         SimStorage {
@@ -301,7 +329,11 @@ impl SimStorage {
         self.record(Write::ApplySnapshot(metadata, Some(image)))
     }
 
-    /// Records a snapshot the application took at `metadata.last`.
+    /// Records a snapshot the application took at `metadata.last`, and its
+    /// membership as the one a restart starts from (the simulator replays
+    /// membership changes after the snapshot from the log rather than
+    /// persisting each: a restarted state machine restarts from the
+    /// snapshot, so its membership must too).
     ///
     /// # Errors
     /// As [`StorageWrite::create_snapshot`]; `Failed` once poisoned.

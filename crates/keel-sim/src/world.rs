@@ -45,6 +45,25 @@ pub struct Stats {
     pub torn_crashes: u64,
     /// Snapshot outcomes reported to their senders (delivered or failed).
     pub snapshot_reports: u64,
+    /// Of those, failures (lost, cut, crashed or absent recipient).
+    pub snapshot_failures_reported: u64,
+    /// Leadership transfers after which the target became leader within an
+    /// election timeout.
+    pub transfers_completed: u64,
+    /// Membership changes proposed (and accepted for the log).
+    pub conf_changes_proposed: u64,
+    /// Membership changes applied, over all nodes.
+    pub conf_changes_applied: u64,
+    /// Membership changes the core refused at apply time, over all nodes.
+    pub conf_changes_refused: u64,
+    /// Nodes started empty to join the cluster.
+    pub nodes_added: u64,
+    /// Removed nodes shut down after they learnt of their removal.
+    pub nodes_retired: u64,
+    /// The most voters any applied membership had, and the fewest.
+    pub voters_max: u64,
+    /// See `voters_max`.
+    pub voters_min: u64,
 }
 
 /// A client's request in progress.
@@ -85,6 +104,9 @@ pub(crate) struct World {
     /// Every request applied fresh (in the committed order every node
     /// shares), the output it produced and the event of its first apply.
     pub(crate) applied_requests: BTreeMap<(ClientId, u64), (Output, u64)>,
+    /// A requested leadership transfer: its target and the tick by which
+    /// it should have completed.
+    pub(crate) transfer: Option<(NodeId, u64)>,
 }
 
 impl World {

@@ -38,6 +38,14 @@ struct Arguments {
     /// Print a line per seed: its cluster, outcomes and counters.
     #[arg(long)]
     verbose: bool,
+    /// Shut removed nodes down as soon as they apply their removal (shows a
+    /// known core liveness issue; see the README).
+    #[arg(long)]
+    retire_at_once: bool,
+    /// Do not report snapshot outcomes to the core (shows what the
+    /// `report_snapshot` contract prevents).
+    #[arg(long)]
+    no_snapshot_reports: bool,
     /// Plant a known protocol bug (needs `--features drill`): one of
     /// CommitEarlierTermByCounting, VoteWithoutLogCheck, ForgetToPersistVote,
     /// ApplyBeforeCommit, ReadIndexWithoutHeartbeat.
@@ -60,6 +68,14 @@ struct Totals {
     keel_stopped: u64,
     snapshots: u64,
     messages: u64,
+    snapshot_failures_reported: u64,
+    transfers: u64,
+    transfers_completed: u64,
+    conf_changes_proposed: u64,
+    nodes_added: u64,
+    nodes_retired: u64,
+    voters_min: u64,
+    voters_max: u64,
 }
 
 impl Totals {
@@ -75,6 +91,18 @@ impl Totals {
         self.keel_stopped += report.stats.keel_stopped;
         self.snapshots += report.stats.snapshots_taken;
         self.messages += report.stats.messages_delivered;
+        self.snapshot_failures_reported += report.stats.snapshot_failures_reported;
+        self.transfers += report.stats.transfers;
+        self.transfers_completed += report.stats.transfers_completed;
+        self.conf_changes_proposed += report.stats.conf_changes_proposed;
+        self.nodes_added += report.stats.nodes_added;
+        self.nodes_retired += report.stats.nodes_retired;
+        self.voters_min = if self.passed == 1 {
+            report.stats.voters_min
+        } else {
+            self.voters_min.min(report.stats.voters_min)
+        };
+        self.voters_max = self.voters_max.max(report.stats.voters_max);
     }
 
     fn print(&self, elapsed: Duration) {
@@ -82,7 +110,8 @@ impl Totals {
         let seeds = self.passed + self.failed;
         println!(
             "{seeds} seeds in {seconds:.1} s: {:.0} seeds/min, {:.0} steps/s, {} operations checked ({} ok, {} unknown), \
-             {} messages, {} crashes, {} fsync failures ({} stopped by keel), {} snapshots",
+             {} messages, {} crashes, {} fsync failures ({} stopped by keel), {} snapshots ({} sends failed), \
+             {} transfers ({} completed), {} membership changes, {} nodes added, {} retired, voters {}..={}",
             seeds as f64 * 60.0 / seconds,
             self.steps as f64 / seconds,
             self.operations_checked,
@@ -92,7 +121,15 @@ impl Totals {
             self.crashes,
             self.sync_failures,
             self.keel_stopped,
-            self.snapshots
+            self.snapshots,
+            self.snapshot_failures_reported,
+            self.transfers,
+            self.transfers_completed,
+            self.conf_changes_proposed,
+            self.nodes_added,
+            self.nodes_retired,
+            self.voters_min,
+            self.voters_max
         );
     }
 }
@@ -115,6 +152,8 @@ fn main() -> ExitCode {
     options.steps = arguments.steps;
     options.faults = arguments.faults.clone();
     options.trace_capacity = arguments.trace;
+    options.retire_at_once = arguments.retire_at_once;
+    options.report_snapshots = !arguments.no_snapshot_reports;
     #[cfg(feature = "drill")]
     match planted_bug(arguments.planted_bug.as_deref()) {
         Ok(bug) => options.planted_bug = bug,
