@@ -45,6 +45,8 @@ pub const CONVERGENCE_ELECTION_TIMEOUTS: u64 = 30;
 const CATCH_UP_TICKS_MAX: u64 = 200;
 /// Step weights (see `step_once`).
 const STEP_WEIGHT_DELIVER_EACH: u64 = 30;
+/// Deliverable messages counted in the delivery weight (see `step_once`).
+const DELIVERABLE_WEIGHTED_MAX: u64 = 200;
 const STEP_WEIGHT_TICK: u64 = 100;
 const STEP_WEIGHT_CLIENT: u64 = 80;
 const STEP_WEIGHT_DISK: u64 = 150;
@@ -541,7 +543,7 @@ impl Simulation {
         // client and one fault per twenty ticks; messages and disk work are
         // drained far faster than the clock advances.
         let weights = [
-            STEP_WEIGHT_DELIVER_EACH * deliverable.min(20),
+            STEP_WEIGHT_DELIVER_EACH * deliverable.min(DELIVERABLE_WEIGHTED_MAX),
             STEP_WEIGHT_TICK,
             if idle_clients && self.faults_on {
                 STEP_WEIGHT_CLIENT
@@ -1228,6 +1230,7 @@ impl Simulation {
         self.world.stats.transfers += 1;
         if result.is_ok() && leader != Some(target) {
             self.world.transfer = Some((target, transfer_by_tick));
+            self.world.stats.transfers_started += 1;
         }
         self.world
             .hash(&[71, id.get(), target.get(), u64::from(result.is_ok())]);

@@ -47,6 +47,8 @@ pub struct Stats {
     pub snapshot_reports: u64,
     /// Of those, failures (lost, cut, crashed or absent recipient).
     pub snapshot_failures_reported: u64,
+    /// Leadership transfers accepted to a voter other than the leader.
+    pub transfers_started: u64,
     /// Leadership transfers after which the target became leader within an
     /// election timeout.
     pub transfers_completed: u64,

@@ -70,6 +70,7 @@ struct Totals {
     messages: u64,
     snapshot_failures_reported: u64,
     transfers: u64,
+    transfers_started: u64,
     transfers_completed: u64,
     conf_changes_proposed: u64,
     nodes_added: u64,
@@ -93,6 +94,7 @@ impl Totals {
         self.messages += report.stats.messages_delivered;
         self.snapshot_failures_reported += report.stats.snapshot_failures_reported;
         self.transfers += report.stats.transfers;
+        self.transfers_started += report.stats.transfers_started;
         self.transfers_completed += report.stats.transfers_completed;
         self.conf_changes_proposed += report.stats.conf_changes_proposed;
         self.nodes_added += report.stats.nodes_added;
@@ -111,7 +113,7 @@ impl Totals {
         println!(
             "{seeds} seeds in {seconds:.1} s: {:.0} seeds/min, {:.0} steps/s, {} operations checked ({} ok, {} unknown), \
              {} messages, {} crashes, {} fsync failures ({} stopped by keel), {} snapshots ({} sends failed), \
-             {} transfers ({} completed), {} membership changes, {} nodes added, {} retired, voters {}..={}",
+             {} transfers ({} started, {} completed), {} membership changes, {} nodes added, {} retired, voters {}..={}",
             seeds as f64 * 60.0 / seconds,
             self.steps as f64 / seconds,
             self.operations_checked,
@@ -124,6 +126,7 @@ impl Totals {
             self.snapshots,
             self.snapshot_failures_reported,
             self.transfers,
+            self.transfers_started,
             self.transfers_completed,
             self.conf_changes_proposed,
             self.nodes_added,
