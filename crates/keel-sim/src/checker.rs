@@ -287,7 +287,12 @@ impl SafetyChecker {
 
     /// `node` applied the membership change at `index` and now holds
     /// `conf`: every node must hold the same membership there.
-    pub fn observe_applied_conf(&mut self, node: NodeId, index: Index, conf: &ConfState) -> Result<(), Violation> {
+    pub fn observe_applied_conf(
+        &mut self,
+        node: NodeId,
+        index: Index,
+        conf: &ConfState,
+    ) -> Result<(), Violation> {
         match self.confs.get(&index) {
             None => {
                 self.confs.insert(index, (conf.clone(), node));
@@ -296,7 +301,9 @@ impl SafetyChecker {
             Some((known, _)) if known == conf => Ok(()),
             Some((known, first)) => Err(Violation::new(
                 Property::ConfigurationAgreement,
-                format!("node {node} applied membership {conf:?} at {index}, but node {first} applied {known:?}"),
+                format!(
+                    "node {node} applied membership {conf:?} at {index}, but node {first} applied {known:?}"
+                ),
             )),
         }
     }

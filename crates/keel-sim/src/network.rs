@@ -206,11 +206,7 @@ impl Network {
 
     /// Takes the reports due at `now` whose sender `can_take` accepts (a
     /// paused sender's wait until it resumes).
-    pub fn take_due_reports(
-        &mut self,
-        now: u64,
-        can_take: impl Fn(NodeId) -> bool,
-    ) -> Vec<SnapshotReport> {
+    pub fn take_due_reports(&mut self, now: u64, can_take: impl Fn(NodeId) -> bool) -> Vec<SnapshotReport> {
         let mut due = Vec::new();
         self.reports.retain(|report| {
             if report.due_tick <= now && can_take(report.from) {

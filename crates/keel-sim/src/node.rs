@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use keel::{
-    ConfChange, ConfState, Config, Entry, EntryKind, Envelope, Error, HardState, Index, LogId, Message, NodeId,
-    PersistMarker, RawNode, ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
+    ConfChange, ConfState, Config, Entry, EntryKind, Envelope, Error, HardState, Index, LogId, Message,
+    NodeId, PersistMarker, RawNode, ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
 };
 
 use crate::checker::{Property, Violation};
@@ -573,7 +573,10 @@ fn hand_out_conf_changes(
         let change = ConfChange::decode(&entry.data).map_err(|error| {
             Violation::new(
                 Property::Contract,
-                format!("node {id}: committed entry {} is not a membership change: {error}", entry.log_id()),
+                format!(
+                    "node {id}: committed entry {} is not a membership change: {error}",
+                    entry.log_id()
+                ),
             )
         })?;
         let conf = match call(id, running, |raw| raw.apply_conf_change(&change))? {

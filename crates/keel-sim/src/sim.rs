@@ -379,9 +379,10 @@ impl Simulation {
             transfer: None,
         };
         let mut world = world;
-        world
-            .checker
-            .observe_bootstrap(keel::SnapshotMetadata::bootstrap(voters.clone()).last.index, voters.clone());
+        world.checker.observe_bootstrap(
+            keel::SnapshotMetadata::bootstrap(voters.clone()).last.index,
+            voters.clone(),
+        );
         world.stats.voters_min = shape.nodes;
         world.stats.voters_max = shape.nodes;
         let nodes = shape
@@ -630,9 +631,14 @@ impl Simulation {
                 outcome: SnapshotOutcome::Delivered,
                 due_tick: self.world.now,
             };
-            let sender = self.nodes.get((from.get() - 1) as usize).and_then(SimNode::running);
+            let sender = self
+                .nodes
+                .get((from.get() - 1) as usize)
+                .and_then(SimNode::running);
             match sender {
-                Some(running) if running.is_healthy() && running.is_responsive() => self.report_snapshot(report)?,
+                Some(running) if running.is_healthy() && running.is_responsive() => {
+                    self.report_snapshot(report)?
+                }
                 Some(running) if running.is_healthy() => self.world.network.queue_report(report),
                 _ => {}
             }
@@ -1276,7 +1282,9 @@ impl Simulation {
                     continue;
                 }
             }
-            let conf = self.nodes[position].running().map(|running| &running.applied_conf);
+            let conf = self.nodes[position]
+                .running()
+                .map(|running| &running.applied_conf);
             let everyone_applied = self.options.retire_at_once
                 || conf.is_some_and(|conf| {
                     conf.voters.iter().chain(&conf.voters_outgoing).all(|voter| {
@@ -1390,8 +1398,12 @@ impl Simulation {
         if result.is_ok() {
             self.world.stats.conf_changes_proposed += 1;
         }
-        self.world
-            .hash(&[97, id.get(), change.changes.len() as u64, u64::from(result.is_ok())]);
+        self.world.hash(&[
+            97,
+            id.get(),
+            change.changes.len() as u64,
+            u64::from(result.is_ok()),
+        ]);
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id}: membership change {change:?}: {result:?}"),
         });
@@ -1406,13 +1418,13 @@ impl Simulation {
         let can_shrink = voters.len() > VOTERS_MIN;
         let can_spawn = self.nodes.len() < NODES_MAX;
         let weights = [
-            if can_spawn { 3 } else { 0 },                           // add a learner
-            if can_grow && !learners.is_empty() { 3 } else { 0 },    // promote
-            if can_shrink { 1 } else { 0 },                          // demote
-            if learners.is_empty() { 0 } else { 1 },                 // remove a learner
-            if can_shrink { 2 } else { 0 },                          // remove a voter
-            if can_grow && can_spawn { 1 } else { 0 },               // add a voter
-            if can_spawn || !learners.is_empty() { 3 } else { 0 },   // replace voters
+            if can_spawn { 3 } else { 0 },                         // add a learner
+            if can_grow && !learners.is_empty() { 3 } else { 0 },  // promote
+            if can_shrink { 1 } else { 0 },                        // demote
+            if learners.is_empty() { 0 } else { 1 },               // remove a learner
+            if can_shrink { 2 } else { 0 },                        // remove a voter
+            if can_grow && can_spawn { 1 } else { 0 },             // add a voter
+            if can_spawn || !learners.is_empty() { 3 } else { 0 }, // replace voters
         ];
         let single = |kind, node_id| ConfChangeSingle { kind, node_id };
         let change = match self.world.rng.weighted(&weights) {
@@ -1721,10 +1733,15 @@ impl Simulation {
             return Ok(());
         };
         let status = running.raw.status();
-        if !status.conf_state.is_joint() || status.conf_state.auto_leave || status.pending_conf_index > status.applied {
+        if !status.conf_state.is_joint()
+            || status.conf_state.auto_leave
+            || status.pending_conf_index > status.applied
+        {
             return Ok(());
         }
-        let result = call(leader, running, |raw| raw.propose_conf_change(&ConfChange::leave_joint()))?;
+        let result = call(leader, running, |raw| {
+            raw.propose_conf_change(&ConfChange::leave_joint())
+        })?;
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("leader {leader}: leave the joint membership: {result:?}"),
         });
