@@ -588,12 +588,26 @@ async fn refuse_declared_length(limit: usize, request: Request, next: Next) -> R
         .and_then(|value| value.parse::<u64>().ok());
     match declared {
         Some(length) if length > limit as u64 => {
-            ApiError::too_large(format!("the body is {length} bytes; at most {limit} are allowed"))
-                .into_response()
+            let answer =
+                ApiError::too_large(format!("the body is {length} bytes; at most {limit} are allowed"));
+            // Closing a connection with unread data resets it, and the
+            // client may lose the answer: read a body that is only a little
+            // too large (bounded in bytes and time) and discard it.
+            if length <= (limit as u64).saturating_add(DRAIN_BYTES_MAX) {
+                let mut body = request.into_body();
+                let drain =
+                    async { while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {} };
+                let _ = tokio::time::timeout(DRAIN_TIME_MAX, drain).await;
+            }
+            answer.into_response()
         }
         _ => next.run(request).await,
     }
 }
+
+/// How much of a refused body is read and discarded, at most.
+const DRAIN_BYTES_MAX: u64 = 1024 * 1024;
+const DRAIN_TIME_MAX: Duration = Duration::from_secs(2);
 
 fn body_limit(router: Router<ApiState>, limit: usize) -> Router<ApiState> {
     router

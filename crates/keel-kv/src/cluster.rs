@@ -300,6 +300,8 @@ fn print_banner(layout: &Layout, data_dir: &Path, leader: u64) {
     println!("  curl -X PUT --data-binary 'hello, keel' http://{first}/v1/kv/greeting");
     println!("  curl http://{last}/v1/kv/greeting");
     println!("  curl http://{first}/v1/cluster");
-    println!("  keel-kv get greeting --endpoints {}", endpoints.join(","));
+    let executable =
+        std::env::current_exe().map_or_else(|_| "keel-kv".to_string(), |path| path.display().to_string());
+    println!("  {executable} get greeting --endpoints {}", endpoints.join(","));
     println!("\nPress Ctrl-C to stop.");
 }
