@@ -13,7 +13,7 @@
 //! - [`metrics`]: the Prometheus text of `/metrics`.
 //! - [`transport`]: keel-node's `Transport` over keel-net (TCP).
 //! - [`cluster`]: `keel-kv cluster`, a local cluster of child processes.
-//! - [`bench`]: `keel-kv bench`, a closed-loop load generator.
+//! - [`bench`](mod@bench): `keel-kv bench`, a closed-loop load generator.
 //!
 //! A one-node server in a test, over keel-node's in-process network:
 //!
