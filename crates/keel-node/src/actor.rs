@@ -98,6 +98,9 @@ pub(crate) struct Actor<M: StateMachine> {
     pub(crate) pending_writes: PendingWrites<M>,
     pub(crate) pending_reads: HashMap<u64, (Instant, M::Query, ReadResponder<M>)>,
     pub(crate) pending_changes: HashMap<u64, (Instant, Responder<()>)>,
+    /// Membership requests whose entry is committed, answered once it is
+    /// applied: only then does the leader accept the next change.
+    pub(crate) changes_awaiting_apply: Vec<(Index, Responder<()>, Result<(), NodeError>)>,
     pub(crate) transfer_waiters: Vec<(Instant, NodeId, Responder<()>)>,
     /// Data files of snapshots received and stepped, by snapshot index.
     pub(crate) received_snapshots: BTreeMap<Index, PathBuf>,
@@ -194,6 +197,9 @@ impl<M: StateMachine> Actor<M> {
             let _ = responder.send(Err(error.clone()));
         }
         for (_, (_, responder)) in self.pending_changes.drain() {
+            let _ = responder.send(Err(error.clone()));
+        }
+        for (_, responder, _) in self.changes_awaiting_apply.drain(..) {
             let _ = responder.send(Err(error.clone()));
         }
         for (_, _, responder) in self.transfer_waiters.drain(..) {
@@ -456,6 +462,13 @@ impl<M: StateMachine> Actor<M> {
                     self.metrics.record_applied(index);
                     let result = self.raw.on_applied(index);
                     self.on_core_result(result, "applied");
+                    let (done, waiting) = std::mem::take(&mut self.changes_awaiting_apply)
+                        .into_iter()
+                        .partition(|(entry_index, _, _)| *entry_index <= index);
+                    self.changes_awaiting_apply = waiting;
+                    for (_, responder, reply) in done {
+                        let _ = responder.send(reply);
+                    }
                 }
             }
             ApplyEvent::SnapshotTaken(snapshot) => {
@@ -622,7 +635,7 @@ impl<M: StateMachine> Actor<M> {
             };
             if let Some(context) = context.filter(|context| context.origin == self.config.id) {
                 if let Some((_, responder)) = self.pending_changes.remove(&context.request_id) {
-                    let _ = responder.send(reply);
+                    self.changes_awaiting_apply.push((entry.index, responder, reply));
                 }
             }
         }

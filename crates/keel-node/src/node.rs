@@ -154,6 +154,7 @@ impl Node {
             pending_writes,
             pending_reads: HashMap::new(),
             pending_changes: HashMap::new(),
+            changes_awaiting_apply: Vec::new(),
             transfer_waiters: Vec::new(),
             received_snapshots: Default::default(),
             next_request_id: 0,

@@ -27,6 +27,32 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// The index of the last membership change in the log after the
+    /// applied index (zero if none): what a new leader must see applied
+    /// before it accepts another change. Scans at most a bounded suffix;
+    /// beyond that (or if entries are unreadable) it answers the last index,
+    /// which is safe, only more cautious.
+    pub(crate) fn last_unapplied_conf_change(&self) -> Result<Index, Error> {
+        const SCAN_ENTRIES_MAX: u64 = 4096;
+        let low = self.log.applied().next();
+        let last = self.log.last_index();
+        if low > last {
+            return Ok(Index::ZERO);
+        }
+        if last.distance_from(low) >= SCAN_ENTRIES_MAX {
+            return Ok(last);
+        }
+        match self.log.entries(low, last.next(), u64::MAX) {
+            Ok(entries) => Ok(entries
+                .iter()
+                .rev()
+                .find(|entry| entry.kind.is_conf_change())
+                .map_or(Index::ZERO, |entry| entry.index)),
+            Err(crate::log::ReadEntriesError::Fatal(error)) => Err(error.into()),
+            Err(_) => Ok(last),
+        }
+    }
+
     /// Switches to the configuration that results from an applied change.
     pub(crate) fn apply_conf_change(&mut self, change: &ConfChange) -> Result<ConfState, Error> {
         let next = confchange::apply(&self.tracker.conf_state(), change)?;

@@ -462,9 +462,9 @@ impl<S: Storage> Raft<S> {
             progress.become_replicate();
             progress.set_recent_active(true);
         }
-        // A configuration change may be in the uncommitted tail; treat it as
-        // pending until the empty entry below commits.
-        self.pending_conf_index = self.log.last_index();
+        // A configuration change may be in the log and not yet applied:
+        // it stays pending until this leader applies it.
+        self.pending_conf_index = self.last_unapplied_conf_change()?;
         // An empty entry of the new term lets the leader commit everything
         // before it (§5.4.2) and learn the commit index (§8).
         self.append_entries(std::iter::once((
