@@ -325,17 +325,46 @@ pub enum Library {
     RaftRs,
 }
 
+/// Both libraries measured on one configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Comparison {
+    /// raft-rs's median run (by entries per second).
+    pub raft_rs: CoreResult,
+    /// keel's median run (by entries per second).
+    pub keel: CoreResult,
+    /// The median over pairs of back-to-back runs of keel's entries/s over
+    /// raft-rs's: robust to noise that lasts longer than one pair.
+    pub throughput_ratio: f64,
+    /// The same for raft-rs's CPU time per entry over keel's.
+    pub cpu_ratio: f64,
+}
+
 /// Runs `params` on both libraries `repeats` times, alternating them so that
-/// noise from the rest of the machine falls on both alike, and returns the
-/// median run of each (by entries per second): `(raft-rs, keel)`.
-pub fn compare(params: CoreParams, repeats: usize) -> (CoreResult, CoreResult) {
+/// noise from the rest of the machine falls on both alike.
+pub fn compare(params: CoreParams, repeats: usize) -> Comparison {
     let mut keel_runs = Vec::new();
     let mut raft_runs = Vec::new();
+    let mut throughput_ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     for _ in 0..repeats.max(1) {
-        raft_runs.push(run_raft_rs(params));
-        keel_runs.push(run_keel(params));
+        let raft_rs = run_raft_rs(params);
+        let keel = run_keel(params);
+        throughput_ratios.push(keel.entries_per_second() / raft_rs.entries_per_second().max(1e-9));
+        cpu_ratios.push(raft_rs.cpu_nanos_per_entry() / keel.cpu_nanos_per_entry().max(1e-9));
+        raft_runs.push(raft_rs);
+        keel_runs.push(keel);
     }
-    (median(raft_runs), median(keel_runs))
+    Comparison {
+        raft_rs: median(raft_runs),
+        keel: median(keel_runs),
+        throughput_ratio: median_of(throughput_ratios),
+        cpu_ratio: median_of(cpu_ratios),
+    }
+}
+
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn median(mut runs: Vec<CoreResult>) -> CoreResult {

@@ -89,22 +89,25 @@ const CORE_HEADERS: &[&str] = &[
 ];
 
 fn core_row(table: &mut Table, label: String, params: CoreParams, sizes: &Sizes) {
-    let (raft_rs, keel) = compare(params, sizes.core_repeats);
+    let comparison = compare(params, sizes.core_repeats);
+    let (raft_rs, keel) = (comparison.raft_rs, comparison.keel);
     table.row(vec![
         label,
         rate(raft_rs.entries_per_second()),
         rate(keel.entries_per_second()),
-        ratio(keel.entries_per_second(), raft_rs.entries_per_second()),
+        format!("{:.2}×", comparison.throughput_ratio),
         format!("{:.0}", raft_rs.cpu_nanos_per_entry()),
         format!("{:.0}", keel.cpu_nanos_per_entry()),
-        ratio(raft_rs.cpu_nanos_per_entry(), keel.cpu_nanos_per_entry()),
+        format!("{:.2}×", comparison.cpu_ratio),
     ]);
 }
 
 fn core_notes(table: &mut Table, sizes: &Sizes) {
     table.note(format!(
-        "One thread; messages passed in memory; each figure is the median of {} alternating runs of {:?} each. \
-         Entries/s counts entries applied by the leader per second of wall time; CPU is process user+system time. \
+        "One thread; messages passed in memory; {} runs of {:?} each, alternating raft-rs and keel. Entries/s and \
+         CPU ns/entry are each library's median run; the ratios are the median over back-to-back pairs (raft-rs \
+         run, keel run) of the pair's ratio. Entries/s counts entries applied by the leader per second of wall \
+         time; CPU is process user+system time (getrusage). \
          Goal: keel ≥ 2× raft-rs at every batch size.",
         sizes.core_repeats, sizes.core_duration
     ));
