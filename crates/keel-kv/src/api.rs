@@ -135,9 +135,8 @@ impl ApiError {
                 .with_leader(leader.map(|id| id.get())),
             NodeError::Timeout => ApiError::new(unavailable, "timeout", error.to_string()),
             NodeError::ShuttingDown => ApiError::new(unavailable, "shutting_down", error.to_string()),
-            NodeError::Refused(reason) if reason.contains("membership change is in progress") => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", reason)
-            }
+            NodeError::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, "conflict", reason),
+            NodeError::Overloaded => ApiError::new(unavailable, "overloaded", error.to_string()),
             NodeError::Refused(reason) => ApiError::bad_request(reason),
             NodeError::Fatal(reason) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

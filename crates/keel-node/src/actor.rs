@@ -301,7 +301,7 @@ impl<M: StateMachine> Actor<M> {
             return None;
         }
         if self.pending_count() >= self.config.max_pending_requests {
-            let error = NodeError::Refused("too many pending requests".to_string());
+            let error = NodeError::Overloaded;
             match request {
                 Request::Write { responder, .. } => drop(responder.send(Err(error))),
                 Request::Read { responder, .. } => drop(responder.send(Err(error))),
@@ -427,7 +427,7 @@ impl<M: StateMachine> Actor<M> {
                 NodeError::NotLeader { leader: *leader }
             }
             CoreError::Proposal(ProposalError::TransferInProgress) => NodeError::NoLeader,
-            CoreError::Proposal(ProposalError::ConfChangePending { pending_index }) => NodeError::Refused(
+            CoreError::Proposal(ProposalError::ConfChangePending { pending_index }) => NodeError::Conflict(
                 format!("a membership change is in progress (index {pending_index})"),
             ),
             error if error.is_fatal() => NodeError::Fatal(error.to_string()),
@@ -481,7 +481,17 @@ impl<M: StateMachine> Actor<M> {
                 );
                 let _ = self.disk.send(DiskJob::Compact { snapshot, through });
             }
-            ApplyEvent::Restored(members) => self.set_members(members),
+            ApplyEvent::Restored(members) => {
+                self.set_members(members);
+                // As for writes: a change covered by the snapshot was applied
+                // without this node seeing its entry; its outcome is unknown.
+                for (_, (_, responder)) in self.pending_changes.drain() {
+                    let _ = responder.send(Err(NodeError::Timeout));
+                }
+                for (_, responder, _) in self.changes_awaiting_apply.drain(..) {
+                    let _ = responder.send(Err(NodeError::Timeout));
+                }
+            }
             ApplyEvent::Fatal(reason) => self.fail(reason),
         }
     }

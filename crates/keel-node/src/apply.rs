@@ -272,6 +272,18 @@ impl<M: StateMachine> Applier<M> {
         }
         self.applied = metadata.last;
         self.last_snapshot_index = metadata.last.index;
+        // Writes this node proposed may be inside the snapshot (applied, but
+        // their responses are gone with the entries) or may still come:
+        // their outcome is unknown, and saying so now beats a timeout.
+        let waiting: Vec<_> = self
+            .pending_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .drain()
+            .collect();
+        for (_, (_, responder)) in waiting {
+            let _ = responder.send(Err(NodeError::Timeout));
+        }
         self.membership = (metadata.conf_state, members.clone());
         let _ = self.events.send(ApplyEvent::Restored(members));
         let _ = self.events.send(ApplyEvent::Applied(self.applied.index));

@@ -25,6 +25,12 @@ pub enum NodeError {
     /// The request was refused and changed nothing.
     #[error("refused: {0}")]
     Refused(String),
+    /// A membership change is already in progress; retry once it is done.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Too many requests are waiting; nothing was done. Retry later.
+    #[error("overloaded: too many pending requests")]
+    Overloaded,
     /// The node stopped after a fatal error (storage failure, a panic in
     /// the state machine); it must be restarted.
     #[error("fatal: {0}")]

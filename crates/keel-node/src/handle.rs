@@ -58,7 +58,7 @@ impl<M: StateMachine> NodeHandle<M> {
             .try_send(make(sender))
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => {
-                    NodeError::Refused("too many pending requests".to_string())
+                    NodeError::Overloaded
                 }
                 mpsc::error::TrySendError::Closed(_) => NodeError::ShuttingDown,
             })?;
