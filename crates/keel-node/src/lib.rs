@@ -26,6 +26,8 @@
 //! or [`Consistency::Stale`]. Followers forward writes and linearizable
 //! reads to the leader themselves. `Timeout` and `NoLeader` on a write mean
 //! its outcome is unknown.
+//!
+//! Start with the [`guide`]: a replicated counter from scratch.
 
 #![warn(clippy::unwrap_used)]
 
@@ -34,6 +36,7 @@ mod apply;
 mod config;
 mod disk;
 mod error;
+pub mod guide;
 mod handle;
 mod members;
 mod metrics;
