@@ -57,9 +57,7 @@ impl<M: StateMachine> NodeHandle<M> {
         self.requests
             .try_send(make(sender))
             .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    NodeError::Overloaded
-                }
+                mpsc::error::TrySendError::Full(_) => NodeError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => NodeError::ShuttingDown,
             })?;
         match tokio::time::timeout(self.request_timeout, receiver).await {
