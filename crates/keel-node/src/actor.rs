@@ -107,6 +107,8 @@ pub(crate) struct Actor<M: StateMachine> {
     pub(crate) next_request_id: u64,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) fatal: Option<String>,
+    /// The leader known at the last role change, to log leader changes.
+    pub(crate) known_leader: Option<NodeId>,
     pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -255,13 +257,23 @@ impl<M: StateMachine> Actor<M> {
                     let _ = std::fs::remove_file(&data_path);
                     return;
                 };
+                tracing::info!(node = %self.config.id, from = %envelope.from, snapshot = %metadata.last, "snapshot received");
                 if let Some(previous) = self.received_snapshots.insert(metadata.last.index, data_path) {
                     let _ = std::fs::remove_file(previous);
                 }
                 let result = self.raw.step(envelope);
                 self.on_core_result(result, "snapshot");
             }
-            Inbound::SnapshotSent { to, outcome } => self.raw.report_snapshot(to, outcome),
+            Inbound::SnapshotSent { to, outcome } => {
+                let delivered = matches!(outcome, SnapshotOutcome::Delivered);
+                self.metrics.count_snapshot_sent(delivered);
+                if delivered {
+                    tracing::info!(node = %self.config.id, to = %to, "snapshot sent");
+                } else {
+                    tracing::warn!(node = %self.config.id, to = %to, "snapshot transfer failed; it will be retried");
+                }
+                self.raw.report_snapshot(to, outcome)
+            }
         }
     }
 
@@ -340,9 +352,7 @@ impl<M: StateMachine> Actor<M> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(request_id, (Instant::now(), responder));
-        self.metrics
-            .proposals
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.count_proposal();
         if let Err(error) = self.raw.propose(data) {
             let waiting = self
                 .pending_writes
@@ -526,9 +536,7 @@ impl<M: StateMachine> Actor<M> {
     }
 
     fn handle_ready(&mut self, mut ready: Ready) {
-        self.metrics
-            .readies
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.count_ready();
         if ready.soft_state().is_some() {
             self.on_leadership_change();
         }
@@ -589,9 +597,7 @@ impl<M: StateMachine> Actor<M> {
     }
 
     fn send(&mut self, envelope: keel::Envelope) {
-        self.metrics
-            .messages_sent
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.count_message_sent();
         let Message::Snapshot(metadata) = &envelope.message else {
             self.transport.send(envelope);
             return;
@@ -604,6 +610,7 @@ impl<M: StateMachine> Actor<M> {
             .read_latest();
         match reader {
             Ok(Some(reader)) if reader.metadata() == metadata => {
+                tracing::info!(node = %self.config.id, to = %to, snapshot = %metadata.last, "sending a snapshot");
                 self.transport.send_snapshot(envelope, Box::new(reader));
             }
             // The stored snapshot moved on (or is missing): the core asks
@@ -636,6 +643,13 @@ impl<M: StateMachine> Actor<M> {
                     }
                     let keep = conf_state.members();
                     members.retain(|id, _| keep.contains(id));
+                    tracing::info!(
+                        node = %self.config.id,
+                        index = %entry.index,
+                        voters = ?conf_state.voters,
+                        learners = ?conf_state.learners,
+                        "membership change applied"
+                    );
                     self.set_members(members);
                     memberships.push((entry.index, conf_state, self.members.clone()));
                     Ok(())
@@ -655,7 +669,16 @@ impl<M: StateMachine> Actor<M> {
     fn on_leadership_change(&mut self) {
         let status = self.raw.status();
         tracing::info!(node = %self.config.id, role = %status.role, term = %status.hard_state.term, leader = ?status.leader, "role changed");
+        if matches!(status.role, Role::Candidate | Role::PreCandidate) {
+            self.metrics.count_election();
+            tracing::info!(node = %self.config.id, role = %status.role, term = %status.hard_state.term, "election started");
+        }
         let leader = status.leader;
+        if leader != self.known_leader {
+            self.metrics.count_leader_change();
+            tracing::info!(node = %self.config.id, term = %status.hard_state.term, previous = ?self.known_leader, leader = ?leader, "leader changed");
+            self.known_leader = leader;
+        }
         let waiters = std::mem::take(&mut self.transfer_waiters);
         for (since, target, responder) in waiters {
             if leader == Some(target) {

@@ -14,6 +14,7 @@ use keel_log::SnapshotStore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::NodeError;
+use crate::metrics::Metrics;
 use crate::members::{read_snapshot_prefix, snapshot_prefix, AddressBook};
 use crate::state_machine::{tagged, StateMachine};
 
@@ -76,6 +77,7 @@ pub(crate) struct Applier<M: StateMachine> {
     pending_reads: BTreeMap<Index, Vec<WaitingRead<M>>>,
     events: mpsc::UnboundedSender<ApplyEvent>,
     failed: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 /// How the applier starts.
@@ -88,6 +90,7 @@ pub(crate) struct ApplierStart<M: StateMachine> {
     pub(crate) snapshots: Arc<Mutex<SnapshotStore>>,
     pub(crate) pending_writes: PendingWrites<M>,
     pub(crate) events: mpsc::UnboundedSender<ApplyEvent>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl<M: StateMachine> Applier<M> {
@@ -104,6 +107,7 @@ impl<M: StateMachine> Applier<M> {
             pending_reads: BTreeMap::new(),
             events: start.events,
             failed: None,
+            metrics: start.metrics,
         }
     }
 
@@ -157,6 +161,7 @@ impl<M: StateMachine> Applier<M> {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>, memberships: Vec<(Index, ConfState, AddressBook)>) {
+        let started = Instant::now();
         let mut memberships = memberships.into_iter().peekable();
         for entry in entries {
             if entry.index <= self.applied.index {
@@ -184,6 +189,7 @@ impl<M: StateMachine> Applier<M> {
             self.applied = entry.log_id();
             self.answer_reads();
         }
+        self.metrics.record_apply(started.elapsed());
         let _ = self.events.send(ApplyEvent::Applied(self.applied.index));
         self.maybe_snapshot();
     }
@@ -237,6 +243,7 @@ impl<M: StateMachine> Applier<M> {
             last: self.applied,
             conf_state: self.membership.0.clone(),
         };
+        let started = Instant::now();
         let mut data = Cursor::new(snapshot_prefix(&self.membership.1)).chain(self.state_machine.snapshot());
         let stored = self
             .snapshots
@@ -245,6 +252,13 @@ impl<M: StateMachine> Applier<M> {
             .write(metadata.clone(), &mut data);
         match stored {
             Ok(_) => {
+                self.metrics.count_snapshot_taken();
+                tracing::info!(
+                    node = %self.local,
+                    snapshot = %metadata.last,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot taken"
+                );
                 self.last_snapshot_index = self.applied.index;
                 let _ = self.events.send(ApplyEvent::SnapshotTaken(metadata));
             }
@@ -270,6 +284,7 @@ impl<M: StateMachine> Applier<M> {
         if let Err(error) = self.state_machine.restore(&mut reader) {
             return self.fail(format!("restoring snapshot {} failed: {error}", metadata.last));
         }
+        tracing::info!(node = %self.local, snapshot = %metadata.last, "state machine restored from a received snapshot");
         self.applied = metadata.last;
         self.last_snapshot_index = metadata.last.index;
         // Writes this node proposed may be inside the snapshot (applied, but

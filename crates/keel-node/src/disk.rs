@@ -6,12 +6,14 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use keel::{Entry, Envelope, HardState, Index, MemStorage, PersistMarker, SnapshotMetadata, StorageWrite};
 use keel_log::{LogStore, SnapshotStore, WriteBatch};
 use tokio::sync::mpsc;
 
 use crate::apply::ApplyJob;
+use crate::metrics::Metrics;
 use crate::state_machine::StateMachine;
 use crate::transport::Transport;
 
@@ -52,6 +54,7 @@ pub(crate) struct DiskWriter<M: StateMachine> {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) applier: mpsc::UnboundedSender<ApplyJob<M>>,
     pub(crate) events: mpsc::UnboundedSender<DiskEvent>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl<M: StateMachine> DiskWriter<M> {
@@ -93,6 +96,7 @@ impl<M: StateMachine> DiskWriter<M> {
     /// Writes a group of `Ready`s' writes with one fsync, then releases
     /// their messages and reports each in order.
     fn persist_group(&mut self, group: Vec<PersistJob>) -> Result<(), String> {
+        let started = Instant::now();
         if let Some((metadata, data_path)) = &group[0].snapshot {
             self.install_snapshot(metadata, data_path)?;
         }
@@ -115,9 +119,11 @@ impl<M: StateMachine> DiskWriter<M> {
             batch = batch.with_hard_state(hard_state);
         }
         if !batch.is_empty() {
+            let writing = Instant::now();
             self.log
                 .write(&batch)
                 .map_err(|error| format!("log write failed: {error}"))?;
+            self.metrics.record_fsync(writing.elapsed());
         }
         self.memory
             .append(&entries)
@@ -127,6 +133,7 @@ impl<M: StateMachine> DiskWriter<M> {
                 .set_hard_state(hard_state)
                 .map_err(|error| format!("in-memory hard state failed: {error}"))?;
         }
+        self.metrics.record_append(started.elapsed());
         for job in group {
             for envelope in job.messages {
                 self.transport.send(envelope);
@@ -151,6 +158,8 @@ impl<M: StateMachine> DiskWriter<M> {
         self.memory
             .apply_snapshot(metadata.clone())
             .map_err(|error| format!("in-memory snapshot install failed: {error}"))?;
+        self.metrics.count_snapshot_installed();
+        tracing::info!(snapshot = %metadata.last, "snapshot from the leader installed");
         // The applier restores before it applies anything the core hands
         // out after this snapshot.
         let _ = self.applier.send(ApplyJob::Restore {

@@ -42,6 +42,8 @@ mod members;
 mod metrics;
 mod node;
 mod state_machine;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod transport;
 
 pub use actor::{Consistency, NodeStatus};
@@ -49,7 +51,7 @@ pub use config::NodeConfig;
 pub use error::NodeError;
 pub use handle::{MemberChange, NodeHandle};
 pub use members::{AddressBook, MemberInfo};
-pub use metrics::NodeMetrics;
+pub use metrics::{names as metric_names, NodeMetrics};
 pub use node::{Bootstrap, Node, StartError};
 pub use state_machine::{CommandError, RestoreError, StateMachine};
 pub use transport::{inbound_channel, Inbound, LocalNetwork, Transport, INBOUND_QUEUE_MESSAGES};

@@ -99,6 +99,7 @@ impl Node {
         }
         let snapshots = Arc::new(Mutex::new(recovered.snapshots));
         let pending_writes = Arc::new(Mutex::new(HashMap::new()));
+        let metrics = Arc::new(Metrics::new(config.id));
         let (apply_sender, apply_jobs) = mpsc::unbounded_channel();
         let (apply_event_sender, apply_events) = mpsc::unbounded_channel();
         let (disk_sender, disk_jobs) = mpsc::unbounded_channel();
@@ -112,6 +113,7 @@ impl Node {
             snapshots: snapshots.clone(),
             pending_writes: pending_writes.clone(),
             events: apply_event_sender,
+            metrics: metrics.clone(),
         });
         let disk = DiskWriter::<M> {
             log: recovered.log,
@@ -120,6 +122,7 @@ impl Node {
             transport: transport.clone(),
             applier: apply_sender.clone(),
             events: disk_event_sender,
+            metrics: metrics.clone(),
         };
         let spawn = |name: String, work: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -135,7 +138,6 @@ impl Node {
             format!("keel-disk-{}", config.id),
             Box::new(move || disk.run(disk_jobs)),
         )?;
-        let metrics = Arc::new(Metrics::default());
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests.max(1));
         let handle = NodeHandle {
             id: config.id,
@@ -160,6 +162,7 @@ impl Node {
             next_request_id: 0,
             metrics,
             fatal: None,
+            known_leader: None,
             threads: vec![applier_thread, disk_thread],
         };
         tokio::spawn(actor.run(ActorInputs {
