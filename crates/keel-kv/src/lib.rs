@@ -11,7 +11,6 @@
 //! - [`server`]: starting a node and serving its API.
 //! - [`client`]: a small HTTP client for the API.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
-//! - [`transport`]: keel-node's `Transport` over keel-net (TCP).
 //! - [`cluster`]: `keel-kv cluster`, a local cluster of child processes.
 //! - [`bench`](mod@bench): `keel-kv bench`, a closed-loop load generator.
 //!
@@ -44,4 +43,3 @@ pub mod cluster;
 pub mod metrics;
 pub mod server;
 pub mod store;
-pub mod transport;

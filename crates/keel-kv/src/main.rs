@@ -16,7 +16,6 @@ use keel_kv::bench::{self, BenchOptions};
 use keel_kv::client::{encode_key, ClientError, HttpResponse, KvClient};
 use keel_kv::cluster::{self, ClusterOptions};
 use keel_kv::server::{start_node, HttpServer, NodeOptions};
-use keel_kv::transport::NetTransport;
 use serde_json::json;
 
 const EXIT_CODES: &str = "\
@@ -440,10 +439,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .saturating_add(1024 * 1024);
     network.max_frame_bytes = frame_bytes.clamp(16 * 1024 * 1024, u32::MAX as u64) as u32;
     let (sender, receiver) = keel_node::inbound_channel();
-    let transport = NetTransport::start(network, sender)
+    // keel-node implements its `Transport` for keel-net's `Network`, and
+    // the network delivers straight into the node's inbound channel.
+    let network = keel_net::Network::start(network, sender)
         .await
         .map_err(|error| format!("starting the peer network: {error}"))?;
-    let node = start_node(&options, transport.shared(), receiver)
+    let transport: std::sync::Arc<dyn keel_node::Transport> = std::sync::Arc::new(network.clone());
+    let node = start_node(&options, transport, receiver)
         .await
         .map_err(|error| format!("starting the node: {error}"))?;
     let listener = tokio::net::TcpListener::bind(&args.client_addr)
@@ -457,14 +459,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(
         id = args.id,
         client_addr = %server.local_addr(),
-        peer_addr = %transport.network().local_addr(),
+        peer_addr = %network.local_addr(),
         "keel-kv serving"
     );
     let signal = wait_for_signal().await;
     tracing::info!(signal, "stopping");
     server.shutdown(Duration::from_secs(2)).await;
     node.shutdown().await;
-    transport.network().shutdown().await;
+    network.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
