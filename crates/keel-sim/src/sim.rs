@@ -1818,7 +1818,7 @@ impl Simulation {
                 Process::Running(running) => {
                     let status = running.raw.status();
                     text.push_str(&format!(
-                        "  node {}: {:?} term {} vote {:?} leader {:?} commit {} applied {} (kv {}) last {} stopped {} peers {:?}\n",
+                        "  node {}: {:?} term {} vote {:?} leader {:?} commit {} applied {} (kv {}) last {} stopped {} conf {:?} applied conf {:?} peers {:?}\n",
                         node.id,
                         status.role,
                         status.hard_state.term,
@@ -1829,6 +1829,8 @@ impl Simulation {
                         running.kv_applied,
                         status.last_index,
                         running.stopped,
+                        status.conf_state,
+                        running.applied_conf,
                         status
                             .peers
                             .iter()
