@@ -14,8 +14,8 @@ use keel_log::SnapshotStore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::NodeError;
-use crate::metrics::Metrics;
 use crate::members::{read_snapshot_prefix, snapshot_prefix, AddressBook};
+use crate::metrics::Metrics;
 use crate::state_machine::{tagged, StateMachine};
 
 /// Where a writer waits for its command's response.

@@ -58,8 +58,8 @@ use keel_net::{Network, NetworkConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    inbound_channel, AddressBook, Bootstrap, Inbound, MemberInfo, Node, NodeConfig, NodeHandle,
-    StateMachine, Transport,
+    inbound_channel, AddressBook, Bootstrap, Inbound, MemberInfo, Node, NodeConfig, NodeHandle, StateMachine,
+    Transport,
 };
 
 /// Makes a fresh, empty state machine for node `id`.
@@ -396,7 +396,11 @@ impl<M: StateMachine> TestCluster<M> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(leader) = self.leader().await.filter(|leader| accept(*leader)) {
-                let term = self.handle(leader).status().await.map(|status| status.raft.hard_state.term);
+                let term = self
+                    .handle(leader)
+                    .status()
+                    .await
+                    .map(|status| status.raft.hard_state.term);
                 let mut agree = 0;
                 for node in self.nodes.values() {
                     if let Ok(status) = node.handle.status().await {

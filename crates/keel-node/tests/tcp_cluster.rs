@@ -155,7 +155,11 @@ async fn elect_then_write_and_read_through_every_node() {
             .unwrap();
     }
     for node in cluster.running() {
-        let answer = cluster.handle(node).read(29, Consistency::Linearizable).await.unwrap();
+        let answer = cluster
+            .handle(node)
+            .read(29, Consistency::Linearizable)
+            .await
+            .unwrap();
         assert_eq!(answer.value, Some(b"v29".to_vec()), "node {node}");
         assert_eq!(answer.keys, 30);
         let lease = cluster.handle(node).read(7, Consistency::Lease).await.unwrap();
@@ -186,7 +190,11 @@ async fn leader_crash_failover_then_restart_catches_up() {
     let mut cluster = cluster(3).await;
     let leader = cluster.wait_for_leader(WAIT).await;
     for number in 0..20u64 {
-        cluster.handle(leader).write((number, vec![1; 100])).await.unwrap();
+        cluster
+            .handle(leader)
+            .write((number, vec![1; 100]))
+            .await
+            .unwrap();
     }
     let killed = Instant::now();
     cluster.crash(leader).await;
@@ -197,14 +205,26 @@ async fn leader_crash_failover_then_restart_catches_up() {
     println!("failover: first successful write {failover:?} after the leader was killed (through node {took}, 20 ms ticks, election timeout 10-20 ticks)");
     let new_leader = cluster.wait_for_leader_where(WAIT, |node| node != leader).await;
     for number in 20..40u64 {
-        cluster.handle(new_leader).write((number, vec![2; 100])).await.unwrap();
+        cluster
+            .handle(new_leader)
+            .write((number, vec![2; 100]))
+            .await
+            .unwrap();
     }
     // The old leader restarts from disk and catches up.
     cluster.restart(leader).await;
-    let expected = cluster.handle(new_leader).read(0, Consistency::Linearizable).await.unwrap();
+    let expected = cluster
+        .handle(new_leader)
+        .read(0, Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(expected.keys, 41);
     converges(&cluster, leader, &expected).await;
-    let answer = cluster.handle(leader).read(39, Consistency::Linearizable).await.unwrap();
+    let answer = cluster
+        .handle(leader)
+        .read(39, Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(answer.value, Some(vec![2; 100]));
     cluster.shutdown().await;
 }
@@ -213,7 +233,11 @@ async fn leader_crash_failover_then_restart_catches_up() {
 async fn a_crashed_follower_restarts_and_catches_up_and_a_paused_one_resumes() {
     let mut cluster = cluster(3).await;
     let leader = cluster.wait_for_leader(WAIT).await;
-    let follower = cluster.running().into_iter().find(|node| *node != leader).unwrap();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|node| *node != leader)
+        .unwrap();
     let other = cluster
         .running()
         .into_iter()
@@ -222,21 +246,37 @@ async fn a_crashed_follower_restarts_and_catches_up_and_a_paused_one_resumes() {
     cluster.handle(leader).write((1, b"one".to_vec())).await.unwrap();
     cluster.crash(follower).await;
     for number in 2..50u64 {
-        cluster.handle(leader).write((number, b"x".to_vec())).await.unwrap();
+        cluster
+            .handle(leader)
+            .write((number, b"x".to_vec()))
+            .await
+            .unwrap();
     }
     cluster.restart(follower).await;
-    let expected = cluster.handle(leader).read(0, Consistency::Linearizable).await.unwrap();
+    let expected = cluster
+        .handle(leader)
+        .read(0, Consistency::Linearizable)
+        .await
+        .unwrap();
     converges(&cluster, follower, &expected).await;
 
     // Pause the other follower: it misses writes, then catches up.
     cluster.pause(other);
     for number in 50..60u64 {
-        cluster.handle(leader).write((number, b"y".to_vec())).await.unwrap();
+        cluster
+            .handle(leader)
+            .write((number, b"y".to_vec()))
+            .await
+            .unwrap();
     }
     let stale = cluster.handle(other).read(0, Consistency::Stale).await.unwrap();
     assert!(stale.keys < 59, "a paused node receives nothing");
     cluster.resume(other);
-    let expected = cluster.handle(leader).read(0, Consistency::Linearizable).await.unwrap();
+    let expected = cluster
+        .handle(leader)
+        .read(0, Consistency::Linearizable)
+        .await
+        .unwrap();
     converges(&cluster, other, &expected).await;
     cluster.shutdown().await;
 }
@@ -267,12 +307,23 @@ async fn a_new_node_receives_a_multi_megabyte_snapshot() {
         .add_voter(new, cluster.member_info(new))
         .await
         .unwrap();
-    let expected = cluster.handle(leader).read(0, Consistency::Linearizable).await.unwrap();
+    let expected = cluster
+        .handle(leader)
+        .read(0, Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(expected.bytes, 4 * 1024 * 1024);
     converges(&cluster, new, &expected).await;
     println!("new node caught up (4 MiB snapshot) in {:?}", joining.elapsed());
-    let answer = cluster.handle(new).read(63, Consistency::Linearizable).await.unwrap();
-    assert_eq!(answer, expected_with(&expected, vec![(63 % 251) as u8; 64 * 1024]));
+    let answer = cluster
+        .handle(new)
+        .read(63, Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        expected_with(&expected, vec![(63 % 251) as u8; 64 * 1024])
+    );
     assert!(cluster.handle(new).metrics().snapshots_installed_total >= 1);
     assert!(cluster.handle(leader).metrics().snapshots_sent_total >= 1);
     cluster.shutdown().await;
@@ -290,7 +341,11 @@ async fn transfer_leadership_then_remove_a_node() {
     let mut cluster = cluster(3).await;
     let leader = cluster.wait_for_leader(WAIT).await;
     cluster.handle(leader).write((1, b"a".to_vec())).await.unwrap();
-    let target = cluster.running().into_iter().find(|node| *node != leader).unwrap();
+    let target = cluster
+        .running()
+        .into_iter()
+        .find(|node| *node != leader)
+        .unwrap();
     cluster.handle(leader).transfer_leader(target).await.unwrap();
     assert_eq!(cluster.wait_for_leader(WAIT).await, target);
     cluster.handle(target).write((2, b"b".to_vec())).await.unwrap();
@@ -302,8 +357,16 @@ async fn transfer_leadership_then_remove_a_node() {
     assert!(!status.raft.conf_state.voters.contains(&leader));
     assert!(!status.members.contains_key(&leader));
     cluster.handle(target).write((3, b"c".to_vec())).await.unwrap();
-    let other = cluster.running().into_iter().find(|node| *node != target).unwrap();
-    let answer = cluster.handle(other).read(3, Consistency::Linearizable).await.unwrap();
+    let other = cluster
+        .running()
+        .into_iter()
+        .find(|node| *node != target)
+        .unwrap();
+    let answer = cluster
+        .handle(other)
+        .read(3, Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(answer.value, Some(b"c".to_vec()));
     cluster.shutdown().await;
 }
@@ -320,7 +383,10 @@ async fn a_partitioned_minority_leader_stops_serving_linearizable_reads() {
     cluster.isolate(old);
     // Right away (before it steps down) and later: never an answer.
     let early = cluster.handle(old).read(1, Consistency::Linearizable).await;
-    assert!(early.is_err(), "a cut-off leader answered a linearizable read: {early:?}");
+    assert!(
+        early.is_err(),
+        "a cut-off leader answered a linearizable read: {early:?}"
+    );
     let new = cluster.wait_for_leader_where(WAIT, |node| node != old).await;
     cluster.handle(new).write((1, b"new".to_vec())).await.unwrap();
     for _ in 0..3 {
@@ -330,7 +396,11 @@ async fn a_partitioned_minority_leader_stops_serving_linearizable_reads() {
         }
     }
     // The majority serves the new value.
-    let answer = cluster.handle(new).read(1, Consistency::Linearizable).await.unwrap();
+    let answer = cluster
+        .handle(new)
+        .read(1, Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(answer.value, Some(b"new".to_vec()));
     // Healed, the old leader follows and sees the new value.
     cluster.heal();
