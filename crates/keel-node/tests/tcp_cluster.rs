@@ -320,10 +320,7 @@ async fn a_new_node_receives_a_multi_megabyte_snapshot() {
         .read(63, Consistency::Linearizable)
         .await
         .unwrap();
-    assert_eq!(
-        answer,
-        expected_with(&expected, vec![63u8; 64 * 1024])
-    );
+    assert_eq!(answer, expected_with(&expected, vec![63u8; 64 * 1024]));
     assert!(cluster.handle(new).metrics().snapshots_installed_total >= 1);
     assert!(cluster.handle(leader).metrics().snapshots_sent_total >= 1);
     cluster.shutdown().await;
