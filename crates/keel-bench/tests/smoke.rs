@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use keel_bench::cluster::Binaries;
-use keel_bench::core::{run_keel, run_raft_rs, CoreParams};
+use keel_bench::core::{run_keel, run_raft_rs, CoreParams, RaftRsPropose};
 use keel_bench::load::LoadResult;
 use keel_bench::workloads::{self, EndToEndPoint, Sizes};
 
@@ -39,7 +39,8 @@ fn both_libraries_commit_entries_in_every_core_configuration() {
             "keel committed nothing with {params:?}"
         );
         assert!(
-            run_raft_rs(params).entries > 0,
+            run_raft_rs(params, RaftRsPropose::OneMessage).entries > 0
+                && run_raft_rs(params, RaftRsPropose::EachEntry).entries > 0,
             "raft-rs committed nothing with {params:?}"
         );
     }
