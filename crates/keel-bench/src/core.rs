@@ -328,10 +328,9 @@ fn propose_raft_rs(
     message.set_msg_type(raft::eraftpb::MessageType::MsgPropose);
     message.from = node.raft.id;
     let entries: Vec<raft::eraftpb::Entry> = (0..batch)
-        .map(|_| {
-            let mut entry = raft::eraftpb::Entry::default();
-            entry.data = payload.to_vec().into();
-            entry
+        .map(|_| raft::eraftpb::Entry {
+            data: payload.to_vec().into(),
+            ..Default::default()
         })
         .collect();
     message.set_entries(entries.into());
