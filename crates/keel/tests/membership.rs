@@ -272,13 +272,20 @@ fn thesis_4_2_2_a_removed_leader_steps_down_and_hands_over() {
     let mut cluster = led_cluster(3);
     write(&mut cluster, 1, "x").unwrap();
     change(&mut cluster, 1, ConfChange::remove_node(id(1)));
-    assert_ne!(cluster.node(id(1)).status().role, Role::Leader);
-    // Its successor was told to campaign at once: a leader exists without
-    // any tick.
-    let leader = cluster
-        .leader()
+    // The removed leader handed over to an up-to-date voter (TimeoutNow):
+    // node 2 or 3 already leads a new term, without an election timeout.
+    let status = cluster.node(id(2)).status();
+    let successor = status
+        .leader
         .expect("a successor leads without waiting for a timeout");
-    assert_ne!(leader, id(1));
+    assert_ne!(successor, id(1));
+    assert_eq!(cluster.node(successor).status().role, Role::Leader);
+    // The old leader learns the new term at its next heartbeat and steps down.
+    cluster.tick(id(1)).unwrap();
+    cluster.stabilize().unwrap();
+    assert_ne!(cluster.node(id(1)).status().role, Role::Leader);
+    let leader = cluster.leader().unwrap();
+    assert_eq!(leader, successor);
     assert_eq!(voters(&cluster, leader.get()), vec![2, 3]);
     write(&mut cluster, leader.get(), "after removal").unwrap();
     assert_eq!(

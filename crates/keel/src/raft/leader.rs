@@ -229,6 +229,8 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn tick_leader(&mut self) -> Result<(), Error> {
         self.tick_reads();
         self.tick_transfer();
+        // A removed leader whose hand-over timed out tries again.
+        self.hand_over_after_removal()?;
         self.heartbeat_elapsed_ticks += 1;
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.config.election_timeout_ticks_min {

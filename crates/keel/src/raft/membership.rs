@@ -6,7 +6,6 @@ use bytes::Bytes;
 
 use crate::confchange::{self, ConfChange};
 use crate::error::{Error, ProposalError};
-use crate::message::Message;
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 use crate::types::{ConfState, EntryKind, Index};
@@ -62,8 +61,7 @@ impl<S: Storage> Raft<S> {
             return Ok(next);
         }
         if !self.tracker.is_voter(self.id) {
-            self.step_down_after_removal();
-            return Ok(next);
+            self.hand_over_after_removal()?;
         }
         if self
             .transfer_target
@@ -85,23 +83,27 @@ impl<S: Storage> Raft<S> {
         Ok(next)
     }
 
-    /// A leader no longer among the voters hands over to the most
-    /// up-to-date voter (so the cluster need not wait for an election
-    /// timeout) and steps down.
-    fn step_down_after_removal(&mut self) {
+    /// A leader no longer among the voters keeps leading — it takes no
+    /// proposals, but goes on replicating, so the new voters learn what is
+    /// committed (stepping down at once can leave a joint configuration
+    /// without anyone able to win an election: simulator seed 905) — and
+    /// hands leadership to the most up-to-date voter as soon as that voter
+    /// has its whole log. The successor's election, at a higher term, ends
+    /// this node's leadership. Retried every election timeout until done.
+    pub(crate) fn hand_over_after_removal(&mut self) -> Result<(), Error> {
+        if self.role != Role::Leader || self.tracker.is_voter(self.id) || self.transfer_target.is_some() {
+            return Ok(());
+        }
         let successor = self
             .tracker
             .iter()
             .filter(|(id, progress)| *id != self.id && !progress.is_learner())
             .max_by_key(|(id, progress)| (progress.matched(), std::cmp::Reverse(*id)))
-            .map(|(id, progress)| (id, progress.matched()));
-        let last = self.log.last_index();
-        if let Some((successor, matched)) = successor {
-            if matched == last {
-                self.send(successor, Message::TimeoutNow);
-            }
+            .map(|(id, _)| id);
+        match successor {
+            Some(successor) => self.leader_transfer(successor),
+            None => Ok(()),
         }
-        self.become_follower(self.term, None);
     }
 
     /// The application applied up to `index`: a leader in a joint
