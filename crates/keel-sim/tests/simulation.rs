@@ -10,9 +10,8 @@ fn options(seed: u64, faults: &str) -> SimOptions {
     options
 }
 
-/// The fault set CI uses: every fault but membership churn, until the core
-/// fixes the removed-leader stall (see `known_core_issue_removed_leader_...`).
-const CI_FAULTS: &str = "all,-churn";
+/// The fault set CI uses: every fault.
+const CI_FAULTS: &str = "all";
 
 #[test]
 fn a_batch_of_clean_seeds_passes_with_operations_checked() {
@@ -47,22 +46,28 @@ fn the_same_seed_replays_exactly_and_seeds_differ() {
 
 #[test]
 fn a_failure_names_its_seed_property_trace_and_replay() {
-    // The known core liveness issue (see `known_core_issue_...` below);
-    // its report must carry everything needed to replay it.
-    let mut options = options(REMOVAL_SEED, REMOVAL_FAULTS);
+    // A run that breaks the runtime's snapshot contract (no snapshot
+    // reports) stalls; its report must carry everything needed to replay it.
+    let mut options = options(458, SNAPSHOT_FAULTS);
     options.trace_capacity = 50;
-    options.retire_at_once = true;
-    let failure = run(&options).expect_err("the seed fails with --retire-at-once");
-    assert_eq!(failure.seed, REMOVAL_SEED);
+    options.report_snapshots = false;
+    let failure = run(&options).expect_err("the seed fails without snapshot reports");
+    assert_eq!(failure.seed, 458);
     assert_eq!(failure.property, Property::Liveness);
     assert!(!failure.trace.is_empty());
     assert!(
-        failure.replay.contains("--seed 1049")
-            && failure.replay.contains(&format!("--faults {REMOVAL_FAULTS}"))
-            && failure.replay.contains("--retire-at-once")
+        failure.replay.contains("--seed 458")
+            && failure.replay.contains(&format!("--faults {}", options.faults))
+            && failure.replay.contains("--no-snapshot-reports"),
+        "{}",
+        failure.replay
     );
     assert!(failure.to_string().contains("replay: cargo run -p keel-sim"));
 }
+
+/// The faults the lost-snapshot seeds were found with (the random stream
+/// depends on the fault set).
+const SNAPSHOT_FAULTS: &str = "all,-churn";
 
 /// Fixed core bug: a storage read failure was swallowed (`Raft::reset`
 /// used `last_index().unwrap_or(Index::ZERO)`), so a node whose disk failed
@@ -89,11 +94,11 @@ fn regression_storage_failure_stops_the_node() {
 #[test]
 fn regression_lost_snapshot_does_not_stall_a_follower() {
     for seed in [458, 1046] {
-        let mut without = options(seed, CI_FAULTS);
+        let mut without = options(seed, SNAPSHOT_FAULTS);
         without.report_snapshots = false;
         let failure = run(&without).expect_err("the seed stalls without snapshot reports");
         assert_eq!(failure.property, Property::Liveness, "seed {seed}: {failure}");
-        let report = run(&options(seed, CI_FAULTS)).unwrap_or_else(|failure| panic!("{failure}"));
+        let report = run(&options(seed, SNAPSHOT_FAULTS)).unwrap_or_else(|failure| panic!("{failure}"));
         assert!(
             report.stats.snapshot_reports > 0,
             "seed {seed} reported no snapshot"
@@ -105,24 +110,19 @@ fn regression_lost_snapshot_does_not_stall_a_follower() {
 const REMOVAL_SEED: u64 = 1049;
 const REMOVAL_FAULTS: &str = "loss,delay,reorder,crash,churn";
 
-/// Known core liveness issue (not fixed in the core): a leader removed by a
-/// change steps down as soon as it applies it (`step_down_after_removal`),
-/// without making sure the remaining members learn that the change
-/// committed; with apply-time membership they stay in the joint (or old)
-/// membership and need the removed voters' votes. If those are shut down as
-/// soon as they apply their removal, the cluster never elects a leader.
-/// The simulator's operator therefore waits for the new membership's voters
-/// to apply the change before shutting removed nodes down; this seed shows
-/// the failure when it does not: a joint change replaces voters 2 and 4
-/// (4 leads) by 5 and 6; 4 and 2 apply the leave-joint entry and shut
-/// down, while 1 and 5 never learn it committed and stay joint, needing 2
-/// or 4 to vote.
+/// Regression (fixed in the core): a leader removed by a change stepped down
+/// as soon as it applied it, without making sure the remaining members
+/// learnt that the change committed; with apply-time membership they stayed
+/// in the joint (or old) membership and needed the removed voters' votes,
+/// and if those were shut down as soon as they applied their removal, the
+/// cluster never elected a leader again. A removed leader now keeps leading
+/// until it has handed over, so even removed nodes shut down at once (as
+/// here) leave a working cluster.
 #[test]
-fn known_core_issue_removed_voters_shut_down_at_once_stall_the_new_membership() {
+fn regression_removed_voters_shut_down_at_once_do_not_stall_the_new_membership() {
     let mut at_once = options(REMOVAL_SEED, REMOVAL_FAULTS);
     at_once.retire_at_once = true;
-    let failure = run(&at_once).expect_err("the seed stalls with removed nodes shut down at once");
-    assert_eq!(failure.property, Property::Liveness);
+    run(&at_once).unwrap_or_else(|failure| panic!("{failure}"));
     run(&options(REMOVAL_SEED, REMOVAL_FAULTS)).unwrap_or_else(|failure| panic!("{failure}"));
 }
 
@@ -166,6 +166,14 @@ fn fault_sets_parse_as_the_cli_takes_them() {
             .map(|set| set.to_string())
             .ok()
             .as_deref(),
+        Some("all")
+    );
+    assert_eq!(
+        SNAPSHOT_FAULTS
+            .parse::<FaultSet>()
+            .map(|set| set.to_string())
+            .ok()
+            .as_deref(),
         Some(
             "loss,delay,duplicate,reorder,partition,one-way,isolate-leader,crash,pause,torn-write,fsync-failure,\
              compaction,transfer"
@@ -181,15 +189,16 @@ fn fault_sets_parse_as_the_cli_takes_them() {
     );
 }
 
-/// Core bug (open): a leader removed by a joint change steps down at once
+/// Regression (fixed in the core: a removed leader now keeps leading, without
+/// taking proposals, until it has handed over). It was: a leader removed by a
+/// joint change stepped down at once
 /// (`step_down_after_removal`) with an uncommitted tail (entries 24–25)
 /// that only it and another removed node (n5) hold. The new voters {4, 6,
 /// 7} have not applied the leave-joint entry, so they still need a
 /// majority of the outgoing {1, 4, 5}; n1 and n5 refuse them (their logs
 /// are longer) and, no longer voters in their own applied membership, never
-/// campaign. No leader ever again. Un-ignore when the core fixes it.
+/// campaign. No leader ever again.
 #[test]
-#[ignore = "core bug: a removed leader's step-down can stall the new membership for good (keel-sim seed 905)"]
-fn known_core_issue_removed_leader_stalls_the_new_membership() {
+fn regression_a_removed_leader_does_not_stall_the_new_membership() {
     run(&options(905, "all")).unwrap_or_else(|failure| panic!("{failure}"));
 }
