@@ -251,6 +251,31 @@ impl Entry {
     pub fn size_bytes(&self) -> u64 {
         self.payload_bytes() + Self::OVERHEAD_BYTES
     }
+
+    /// How many of `entries`, from the first, fit in `max_bytes` (counted
+    /// with [`Entry::size_bytes`]) — at least one when there are any, so a
+    /// single entry larger than the limit still makes progress. What
+    /// [`Storage::entries`](crate::Storage::entries) implementations return.
+    ///
+    /// ```
+    /// use keel::Entry;
+    /// let entries = keel::testing::entries(1, 1, 4);
+    /// let one = entries[0].size_bytes();
+    /// assert_eq!(Entry::count_within_bytes(&entries, 2 * one), 2);
+    /// assert_eq!(Entry::count_within_bytes(&entries, 0), 1);
+    /// assert_eq!(Entry::count_within_bytes(&[], 0), 0);
+    /// ```
+    pub fn count_within_bytes(entries: &[Entry], max_bytes: u64) -> usize {
+        let mut total_bytes = 0u64;
+        let count = entries
+            .iter()
+            .take_while(|entry| {
+                total_bytes += entry.size_bytes();
+                total_bytes <= max_bytes
+            })
+            .count();
+        count.max(entries.len().min(1))
+    }
 }
 
 /// The state a node must persist before it answers any message (Figure 2,

@@ -105,16 +105,7 @@ impl Storage for MemStorage {
             return Ok(Vec::new());
         }
         let slice = &core.entries[core.position(low)..core.position(high)];
-        let mut total_bytes = 0u64;
-        let count = slice
-            .iter()
-            .take_while(|entry| {
-                total_bytes += entry.size_bytes();
-                total_bytes <= max_bytes
-            })
-            .count()
-            .max(1);
-        Ok(slice[..count].to_vec())
+        Ok(slice[..Entry::count_within_bytes(slice, max_bytes)].to_vec())
     }
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {
