@@ -20,7 +20,7 @@ pub enum SnapshotOutcome {
     /// The transfer broke off; it will be retried.
     Failed,
 }
-use crate::types::{Entry, EntryKind, Index, LogId, NodeId};
+use crate::types::{Entry, EntryKind, LogId, NodeId};
 
 impl<S: Storage> Raft<S> {
     // ----- proposals -------------------------------------------------------------
@@ -116,8 +116,13 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let committed = self.log.committed();
-        let followers: Vec<NodeId> = self.tracker.member_ids().filter(|id| *id != self.id).collect();
-        for id in followers {
+        // By position: sending changes progress, never membership, and this
+        // runs on every Ready, so no list of followers is built.
+        for position in 0..self.tracker.member_count() {
+            let id = self.tracker.member_id_at(position);
+            if id == self.id {
+                continue;
+            }
             let commit_news = self
                 .tracker
                 .progress(id)
@@ -208,19 +213,14 @@ impl<S: Storage> Raft<S> {
     fn broadcast_heartbeat(&mut self) {
         let round = self.start_read_round();
         let committed = self.log.committed();
-        let followers: Vec<(NodeId, Index)> = self
-            .tracker
-            .iter()
-            .filter(|(id, _)| *id != self.id)
-            .map(|(id, progress)| (id, progress.matched()))
-            .collect();
-        for (id, matched) in followers {
+        for (id, progress) in self.tracker.iter().filter(|(id, _)| *id != self.id) {
             // A follower may not hold entries up to our commit index yet.
             let heartbeat = Heartbeat {
-                commit: committed.min(matched),
+                commit: committed.min(progress.matched()),
                 read_round: Some(round),
             };
-            self.send(id, Message::Heartbeat(heartbeat));
+            let message = Message::Heartbeat(heartbeat);
+            self.messages.push(Envelope::new(self.id, id, self.term, message));
         }
     }
 

@@ -126,6 +126,16 @@ impl ProgressTracker {
         self.progress.iter_mut().map(|(id, progress)| (*id, progress))
     }
 
+    /// The number of members.
+    pub(crate) fn member_count(&self) -> usize {
+        self.progress.len()
+    }
+
+    /// The id of the member at `position` in id order.
+    pub(crate) fn member_id_at(&self, position: usize) -> NodeId {
+        self.progress[position].0
+    }
+
     pub(crate) fn member_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.progress.iter().map(|(id, _)| *id)
     }
