@@ -377,3 +377,79 @@ proptest! {
         prop_assert!(roles.len() == 3);
     }
 }
+
+/// A single-voter leader with a 100-byte cap on uncommitted proposals.
+fn capped_leader() -> keel::RawNode<keel::MemStorage> {
+    let mut config = keel::Config::new(id(1));
+    config.max_uncommitted_bytes = 100;
+    let storage = keel::MemStorage::new_with_conf_state(keel::ConfState::with_voters([id(1)]));
+    let mut node = keel::RawNode::new(&config, storage).unwrap();
+    node.campaign().unwrap();
+    while node.has_ready() {
+        let ready = node.ready().unwrap();
+        keel::StorageWrite::append(node.storage_mut(), ready.entries()).unwrap();
+        if let Some(hard_state) = ready.hard_state() {
+            keel::StorageWrite::set_hard_state(node.storage_mut(), hard_state).unwrap();
+        }
+        node.advance(ready).unwrap();
+    }
+    assert_eq!(node.status().role, Role::Leader);
+    node
+}
+
+#[test]
+fn a_refused_batch_leaves_no_entry_behind() {
+    let mut node = capped_leader();
+    let last_before = node.status().last_index;
+    node.propose_batch([Bytes::from(vec![1u8; 60])]).unwrap();
+    // 60 bytes are uncommitted; 3 × 20 more would pass the cap of 100 only
+    // after the first two entries: the whole batch is refused.
+    let error = node
+        .propose_batch((0..3).map(|_| Bytes::from(vec![2u8; 20])))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Proposal(keel::ProposalError::UncommittedLimit { .. })
+        ),
+        "{error}"
+    );
+    node.check_invariants().unwrap();
+    assert_eq!(node.status().last_index, last_before.next());
+    // The next proposal that fits takes the very next index.
+    node.propose_batch([Bytes::from(vec![3u8; 30])]).unwrap();
+    let ready = node.ready().unwrap();
+    let appended: Vec<(u64, usize, u8)> = ready
+        .entries()
+        .iter()
+        .map(|entry| (entry.index.get(), entry.data.len(), entry.data[0]))
+        .collect();
+    let first = last_before.get() + 1;
+    assert_eq!(appended, vec![(first, 60, 1), (first + 1, 30, 3)]);
+}
+
+#[test]
+fn a_forwarded_batch_with_two_membership_changes_is_dropped_whole() {
+    let mut cluster = led_cluster();
+    let before = cluster.node(id(1)).status();
+    let change = keel::ConfChange::add_learner(id(4));
+    let proposal = |kind: EntryKind, data: Bytes| keel::ProposedEntry { kind, data };
+    // A normal entry first: it is appended, then taken back out when the
+    // second change is refused.
+    let entries = vec![
+        proposal(EntryKind::Normal, Bytes::from_static(b"x")),
+        proposal(change.entry_kind(), change.encode()),
+        proposal(change.entry_kind(), change.encode()),
+    ];
+    let envelope = Envelope::new(
+        id(2),
+        id(1),
+        Term::new(1),
+        Message::Propose(keel::ForwardedProposal { entries }),
+    );
+    // Refused forwarded proposals are dropped (the follower's caller times
+    // out): no error, and no trace in the log.
+    cluster.node_mut(id(1)).step(envelope).unwrap();
+    cluster.node_mut(id(1)).check_invariants().unwrap();
+    assert_eq!(cluster.node(id(1)).status(), before);
+}

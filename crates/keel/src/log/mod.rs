@@ -188,18 +188,19 @@ impl<S: Storage> RaftLog<S> {
         &mut self,
         prev: LogId,
         leader_commit: Index,
-        entries: &[Entry],
+        entries: Vec<Entry>,
     ) -> Result<Result<Option<Index>, &'static str>, StorageError> {
         if !self.matches(prev)? {
             return Ok(Ok(None));
         }
         let last_new = prev.index.plus(entries.len() as u64);
-        if let Some(conflict) = self.find_conflict(entries)? {
+        if let Some(conflict) = self.find_conflict(&entries)? {
             if conflict <= self.committed {
                 return Ok(Err("entries conflict with a committed entry"));
             }
             let skip = conflict.distance_from(prev.index.next()) as usize;
-            self.unstable.truncate_and_append(&entries[skip..]);
+            // The entries are moved, not cloned: the message is consumed.
+            self.unstable.truncate_and_append(entries.into_iter().skip(skip));
         }
         self.commit_to(leader_commit.min(last_new));
         Ok(Ok(Some(last_new)))
@@ -208,6 +209,12 @@ impl<S: Storage> RaftLog<S> {
     /// The leader's append of its own new entry.
     pub(crate) fn push(&mut self, entry: Entry) {
         self.unstable.push(entry);
+    }
+
+    /// Takes back the leader's entries after `last`, appended by a proposal
+    /// that was then refused. They must not have been handed out yet.
+    pub(crate) fn discard_unstable_after(&mut self, last: Index) {
+        self.unstable.discard_after(last);
     }
 
     /// Raises the commit index (never lowers it).

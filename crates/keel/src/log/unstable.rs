@@ -125,10 +125,11 @@ impl Unstable {
     }
 
     /// Appends `entries`, first dropping whatever this tail holds at and
-    /// after `entries[0].index`. The caller guarantees the result is
+    /// after the first of them. The caller guarantees the result is
     /// contiguous with the log below.
-    pub(crate) fn truncate_and_append(&mut self, entries: &[Entry]) {
-        let Some(first) = entries.first() else {
+    pub(crate) fn truncate_and_append(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        let mut entries = entries.into_iter().peekable();
+        let Some(first) = entries.peek() else {
             return;
         };
         let after = first.index;
@@ -145,7 +146,19 @@ impl Unstable {
             self.entries.truncate(keep);
             self.in_progress = self.in_progress.min(after);
         }
-        self.entries.extend(entries.iter().cloned());
+        self.entries.extend(entries);
+    }
+
+    /// Drops the entries after `last`, which were never handed out for
+    /// persistence (a refused proposal's).
+    pub(crate) fn discard_after(&mut self, last: Index) {
+        let keep = last.next().distance_from(self.offset) as usize;
+        assert!(
+            self.in_progress <= last.next(),
+            "discarding entries after {last} that are being persisted (up to {})",
+            self.in_progress
+        );
+        self.entries.truncate(keep);
     }
 
     /// Appends one entry at the end (the leader's path).

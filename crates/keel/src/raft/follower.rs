@@ -91,7 +91,7 @@ impl<S: Storage> Raft<S> {
         }
         let outcome = self
             .log
-            .maybe_append(append.prev, append.commit, &append.entries)?;
+            .maybe_append(append.prev, append.commit, append.entries)?;
         let response = match outcome {
             Err(reason) => return Err(StepError::Malformed { from, reason }.into()),
             Ok(Some(last_index)) => AppendResponse::Accepted { last_index },

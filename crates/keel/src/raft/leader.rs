@@ -26,11 +26,11 @@ impl<S: Storage> Raft<S> {
     // ----- proposals -------------------------------------------------------------
 
     /// Proposes payloads for the log. On a follower they are forwarded to
-    /// the leader (if allowed); nothing is appended locally.
+    /// the leader (if allowed); nothing is appended locally. All or none
+    /// are accepted.
     pub(crate) fn propose<I>(&mut self, entries: I) -> Result<(), Error>
     where
         I: IntoIterator<Item = (EntryKind, Bytes)>,
-        I::IntoIter: Clone,
     {
         let entries = entries.into_iter();
         match self.role {
@@ -41,29 +41,17 @@ impl<S: Storage> Raft<S> {
                 if self.transfer_target.is_some() {
                     return Err(ProposalError::TransferInProgress.into());
                 }
-                let mut conf_changes = 0;
-                for (kind, data) in entries.clone() {
-                    if kind.is_conf_change() {
-                        conf_changes += 1;
-                        self.check_conf_change_proposal(&data)?;
-                    }
+                // One pass over the batch: each entry is checked and
+                // appended as it comes (the payloads are moved, never
+                // cloned), and a refused batch is taken back out whole. No
+                // `Ready` has seen the new entries yet, so nothing else
+                // knows of them.
+                let last_before = self.log.last_index();
+                let result = self.append_proposals(entries);
+                if result.is_err() {
+                    self.log.discard_unstable_after(last_before);
                 }
-                if conf_changes > 1 {
-                    return Err(ProposalError::Malformed("more than one conf change in a batch").into());
-                }
-                let proposed_bytes: u64 = entries.clone().map(|(_, data)| data.len() as u64).sum();
-                if !self
-                    .uncommitted
-                    .fits(proposed_bytes, self.config.max_uncommitted_bytes)
-                {
-                    return Err(ProposalError::UncommittedLimit {
-                        uncommitted_bytes: self.uncommitted.bytes(),
-                        proposed_bytes,
-                        limit_bytes: self.config.max_uncommitted_bytes,
-                    }
-                    .into());
-                }
-                self.append_entries(entries)
+                result
             }
             _ => {
                 let Some(leader) = self.leader else {
@@ -77,6 +65,47 @@ impl<S: Storage> Raft<S> {
                 Ok(())
             }
         }
+    }
+
+    /// Appends a batch of proposals to the leader's log, checking each
+    /// membership change and then the uncommitted-bytes cap for the whole
+    /// batch. On an error some of the batch may be in the log: the caller
+    /// discards it.
+    fn append_proposals(&mut self, entries: impl Iterator<Item = (EntryKind, Bytes)>) -> Result<(), Error> {
+        debug_assert_eq!(self.role, Role::Leader);
+        let mut index = self.log.last_index();
+        let mut proposed_bytes = 0u64;
+        let mut conf_change_index = None;
+        for (kind, data) in entries {
+            index = index.next();
+            if kind.is_conf_change() {
+                if conf_change_index.is_some() {
+                    return Err(ProposalError::Malformed("more than one conf change in a batch").into());
+                }
+                self.check_conf_change_proposal(&data)?;
+                conf_change_index = Some(index);
+            }
+            proposed_bytes += data.len() as u64;
+            let data = self.arena.store(data);
+            self.log.push(Entry::new(self.term, index, kind, data));
+        }
+        if !self
+            .uncommitted
+            .fits(proposed_bytes, self.config.max_uncommitted_bytes)
+        {
+            return Err(ProposalError::UncommittedLimit {
+                uncommitted_bytes: self.uncommitted.bytes(),
+                proposed_bytes,
+                limit_bytes: self.config.max_uncommitted_bytes,
+            }
+            .into());
+        }
+        if let Some(conf_change_index) = conf_change_index {
+            self.pending_conf_index = conf_change_index;
+        }
+        self.uncommitted.add(index, proposed_bytes);
+        self.broadcast_pending = true;
+        Ok(())
     }
 
     /// Appends entries of the current term to the leader's log; followers
@@ -292,7 +321,7 @@ impl<S: Storage> Raft<S> {
                 // Dropped if refused: the follower's caller times out, as it
                 // would if the message were lost.
                 let entries = proposal.entries.into_iter().map(|entry| (entry.kind, entry.data));
-                match self.propose(entries.collect::<Vec<_>>()) {
+                match self.propose(entries) {
                     Err(Error::Proposal(_)) => Ok(()),
                     other => other,
                 }

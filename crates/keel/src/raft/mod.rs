@@ -17,6 +17,7 @@ macro_rules! planted {
 }
 pub(crate) use planted;
 
+mod arena;
 mod election;
 mod follower;
 mod leader;
@@ -115,6 +116,8 @@ pub(crate) struct Raft<S> {
     transfer_target: Option<NodeId>,
     /// Leader ticks since the transfer started.
     transfer_elapsed_ticks: u64,
+    /// Where the leader copies small proposal payloads.
+    arena: arena::PayloadArena,
 }
 
 impl<S: Storage> Raft<S> {
@@ -155,6 +158,7 @@ impl<S: Storage> Raft<S> {
             dropped_reads: Vec::new(),
             transfer_target: None,
             transfer_elapsed_ticks: 0,
+            arena: arena::PayloadArena::default(),
         };
         raft.reset_randomized_election_timeout();
         Ok(raft)
