@@ -54,9 +54,12 @@ impl<S: Storage> RaftLog<S> {
         // lost tail, or a bad hard state) cannot be trusted past its end.
         let committed = committed.max(first_index.prev()).min(last_index);
         let applied = applied.max(first_index.prev()).min(committed);
+        let mut unstable = Unstable::new(last_index);
+        // Only a cache: if storage cannot say now, it is asked later.
+        unstable.set_stable_tail_term(storage.term(last_index).ok());
         Ok(RaftLog {
             storage,
-            unstable: Unstable::new(last_index),
+            unstable,
             committed,
             applying: applied,
             applied,
@@ -251,7 +254,9 @@ impl<S: Storage> RaftLog<S> {
         if low >= high {
             return Ok(Vec::new());
         }
-        if low < self.first_index()? {
+        // The unstable tail is always readable: only a range that reaches
+        // into storage can be compacted.
+        if low < self.unstable.offset() && low < self.first_index()? {
             return Err(ReadEntriesError::Compacted);
         }
         let last = self.last_index();
@@ -381,6 +386,18 @@ impl<S: Storage> RaftLog<S> {
                 first.prev(),
                 self.applying
             ));
+        }
+        if let (None, Some(cached)) = (self.unstable.snapshot(), self.unstable.stable_tail_term()) {
+            let index = self.unstable.offset().prev();
+            // A storage error is not this check's business; a different
+            // term is.
+            if let Ok(stored) = self.storage.term(index) {
+                if stored != cached {
+                    return Err(format!(
+                        "cached term {cached} of the stable tail at {index} but storage holds {stored}"
+                    ));
+                }
+            }
         }
         let stable_last = self.storage.last_index().map_err(|error| error.to_string())?;
         if self.unstable.snapshot().is_none() && self.unstable.offset() > stable_last.next() {

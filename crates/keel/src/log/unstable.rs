@@ -19,6 +19,12 @@ pub(crate) struct Unstable {
     /// Entries below this index were handed out in a `Ready` for
     /// persistence. Invariant: `offset <= in_progress <= offset + len`.
     in_progress: Index,
+    /// The term of the stable entry at `offset - 1`, when known: the entry
+    /// every follower's append is matched against and the leader commits,
+    /// so the hot path answers it without reading storage. Invariant
+    /// (checked by `RaftLog::check_invariants`): equal to the stable log's
+    /// term there.
+    stable_tail_term: Option<Term>,
 }
 
 impl Unstable {
@@ -30,7 +36,18 @@ impl Unstable {
             entries: VecDeque::new(),
             offset: stable_last.next(),
             in_progress: stable_last.next(),
+            stable_tail_term: None,
         }
+    }
+
+    /// Records the term of the stable log's last entry (at `offset - 1`).
+    pub(crate) fn set_stable_tail_term(&mut self, term: Option<Term>) {
+        self.stable_tail_term = term;
+    }
+
+    /// The cached term of the stable entry at `offset - 1`, if known.
+    pub(crate) fn stable_tail_term(&self) -> Option<Term> {
+        self.stable_tail_term
     }
 
     pub(crate) fn offset(&self) -> Index {
@@ -55,11 +72,10 @@ impl Unstable {
     /// The term at `index` if this tail knows it.
     pub(crate) fn term(&self, index: Index) -> Option<Term> {
         if index < self.offset {
-            return self
-                .snapshot
-                .as_ref()
-                .filter(|snapshot| snapshot.last.index == index)
-                .map(|snapshot| snapshot.last.term);
+            if let Some(snapshot) = &self.snapshot {
+                return (snapshot.last.index == index).then_some(snapshot.last.term);
+            }
+            return self.stable_tail_term.filter(|_| index == self.offset.prev());
         }
         let position = index.distance_from(self.offset) as usize;
         self.entries.get(position).map(|entry| entry.term)
@@ -99,6 +115,7 @@ impl Unstable {
         let count = log_id.index.next().distance_from(self.offset) as usize;
         self.entries.drain(..count);
         self.offset = log_id.index.next();
+        self.stable_tail_term = Some(log_id.term);
         self.in_progress = self.in_progress.max(self.offset);
         self.shrink_if_sparse();
     }
@@ -120,6 +137,7 @@ impl Unstable {
         self.entries.clear();
         self.offset = snapshot.last.index.next();
         self.in_progress = self.offset;
+        self.stable_tail_term = Some(snapshot.last.term);
         self.snapshot = Some(snapshot);
         self.snapshot_in_progress = false;
     }
@@ -138,6 +156,10 @@ impl Unstable {
             // The common case: a plain append.
         } else if after <= self.offset {
             // Replaces the whole tail (and overrides stable entries >= after).
+            if after < self.offset {
+                // The stable entry now below the tail is not the cached one.
+                self.stable_tail_term = None;
+            }
             self.offset = after;
             self.entries.clear();
             self.in_progress = after;
