@@ -214,6 +214,12 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.push(entry);
     }
 
+    /// Sets the payload of the leader's new entry at `index`, which must be
+    /// in the unstable tail and not yet handed out.
+    pub(crate) fn set_unstable_data(&mut self, index: Index, data: bytes::Bytes) {
+        self.unstable.set_data(index, data);
+    }
+
     /// Takes back the leader's entries after `last`, appended by a proposal
     /// that was then refused. They must not have been handed out yet.
     pub(crate) fn discard_unstable_after(&mut self, last: Index) {

@@ -171,6 +171,21 @@ impl Unstable {
         self.entries.extend(entries);
     }
 
+    /// Sets the payload of the entry at `index`, not yet handed out.
+    pub(crate) fn set_data(&mut self, index: Index, data: bytes::Bytes) {
+        assert!(
+            index >= self.in_progress,
+            "payload set on entry {index} already handed out (up to {})",
+            self.in_progress
+        );
+        let position = index.distance_from(self.offset) as usize;
+        let entry = self
+            .entries
+            .get_mut(position)
+            .unwrap_or_else(|| panic!("payload set on entry {index} outside the unstable tail"));
+        entry.data = data;
+    }
+
     /// Drops the entries after `last`, which were never handed out for
     /// persistence (a refused proposal's).
     pub(crate) fn discard_after(&mut self, last: Index) {

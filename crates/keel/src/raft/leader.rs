@@ -8,6 +8,7 @@ use crate::log::ReadEntriesError;
 use crate::message::{
     Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, Message, ProposedEntry,
 };
+use crate::raft::arena::PayloadArena;
 use crate::raft::{Raft, Role};
 use crate::storage::Storage;
 use crate::tracker::ProgressState;
@@ -49,6 +50,7 @@ impl<S: Storage> Raft<S> {
                 let last_before = self.log.last_index();
                 let result = self.append_proposals(entries);
                 if result.is_err() {
+                    self.arena.abandon();
                     self.log.discard_unstable_after(last_before);
                 }
                 result
@@ -86,9 +88,19 @@ impl<S: Storage> Raft<S> {
                 conf_change_index = Some(index);
             }
             proposed_bytes += data.len() as u64;
-            let data = self.arena.store(data);
+            let data = if PayloadArena::wants(&data) {
+                if !self.arena.has_room(data.len()) {
+                    self.seal_payloads();
+                }
+                self.arena.copy_in(index, &data);
+                // A placeholder until the batch is sealed below.
+                Bytes::new()
+            } else {
+                data
+            };
             self.log.push(Entry::new(self.term, index, kind, data));
         }
+        self.seal_payloads();
         if !self
             .uncommitted
             .fits(proposed_bytes, self.config.max_uncommitted_bytes)
@@ -106,6 +118,14 @@ impl<S: Storage> Raft<S> {
         self.uncommitted.add(index, proposed_bytes);
         self.broadcast_pending = true;
         Ok(())
+    }
+
+    /// Gives the entries whose payloads were copied into the arena their
+    /// data.
+    fn seal_payloads(&mut self) {
+        for (index, data) in self.arena.seal() {
+            self.log.set_unstable_data(index, data);
+        }
     }
 
     /// Appends entries of the current term to the leader's log; followers

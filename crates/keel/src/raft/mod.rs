@@ -511,6 +511,7 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         self.log.check_invariants()?;
+        self.arena.check_invariants()?;
         self.tracker.check_invariants()?;
         self.tracker
             .conf_state()
