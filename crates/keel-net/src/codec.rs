@@ -408,7 +408,7 @@ fn decode_fields(tag: u8, reader: &mut Reader) -> Result<Message, CodecError> {
                 learners_next: reader.node_set("learners_next")?,
                 auto_leave: reader.bool("auto_leave")?,
             };
-            Message::Snapshot(SnapshotMetadata { last, conf_state })
+            Message::Snapshot(Box::new(SnapshotMetadata { last, conf_state }))
         }
         TAG_TIMEOUT_NOW => Message::TimeoutNow,
         TAG_TRANSFER_LEADER => Message::TransferLeader {

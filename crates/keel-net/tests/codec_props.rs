@@ -93,7 +93,7 @@ fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(
                 |(last, voters, learners, voters_outgoing, learners_next, auto_leave)| {
-                    Message::Snapshot(SnapshotMetadata {
+                    Message::Snapshot(Box::new(SnapshotMetadata {
                         last,
                         conf_state: ConfState {
                             voters,
@@ -102,7 +102,7 @@ fn message() -> impl Strategy<Value = Message> {
                             learners_next,
                             auto_leave,
                         },
-                    })
+                    }))
                 }
             ),
         Just(Message::TimeoutNow),
@@ -221,10 +221,10 @@ fn mutation_fuzzing_never_panics() {
                 .collect(),
             commit: Index::new(8),
         }),
-        Message::Snapshot(SnapshotMetadata {
+        Message::Snapshot(Box::new(SnapshotMetadata {
             last: LogId::new(Term::new(2), Index::new(100)),
             conf_state: ConfState::with_voters([1, 2, 3].map(NodeId::new)),
-        }),
+        })),
         Message::Propose(ForwardedProposal {
             entries: vec![ProposedEntry {
                 kind: EntryKind::ConfChange,

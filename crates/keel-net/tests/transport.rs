@@ -329,10 +329,10 @@ fn snapshot_message(from: u64, to: u64) -> Envelope {
         NodeId::new(from),
         NodeId::new(to),
         Term::new(4),
-        Message::Snapshot(SnapshotMetadata {
+        Message::Snapshot(Box::new(SnapshotMetadata {
             last: LogId::new(Term::new(3), Index::new(500)),
             conf_state: ConfState::with_voters([1, 2].map(NodeId::new)),
-        }),
+        })),
     )
 }
 

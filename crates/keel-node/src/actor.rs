@@ -609,7 +609,7 @@ impl<M: StateMachine> Actor<M> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .read_latest();
         match reader {
-            Ok(Some(reader)) if reader.metadata() == metadata => {
+            Ok(Some(reader)) if *reader.metadata() == **metadata => {
                 tracing::info!(node = %self.config.id, to = %to, snapshot = %metadata.last, "sending a snapshot");
                 self.transport.send_snapshot(envelope, Box::new(reader));
             }

@@ -266,7 +266,7 @@ fn send(world: &mut World, running: &Running, envelopes: Vec<Envelope>) -> Resul
             Message::Snapshot(metadata) => {
                 let (stored, image) = running.raw.storage().snapshot_with_image();
                 match image {
-                    Some(image) if stored == *metadata => Some(image),
+                    Some(image) if stored == **metadata => Some(image),
                     _ => {
                         return Err(Violation::new(
                             Property::Contract,
@@ -275,7 +275,7 @@ fn send(world: &mut World, running: &Running, envelopes: Vec<Envelope>) -> Resul
                                 envelope.from,
                                 metadata.last,
                                 stored.last,
-                                if stored == *metadata { "missing" } else { "other" }
+                                if stored == **metadata { "missing" } else { "other" }
                             ),
                         ))
                     }

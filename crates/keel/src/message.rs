@@ -77,7 +77,9 @@ pub enum Message {
     HeartbeatResponse(HeartbeatResponse),
     /// Leader → follower: install the snapshot described here. The data is
     /// streamed by the runtime beside the message, not carried in it.
-    Snapshot(SnapshotMetadata),
+    /// Boxed: it is rare and large, and every other message is moved
+    /// several times on the hot path.
+    Snapshot(Box<SnapshotMetadata>),
     /// Leader → transfer target: start an election now (thesis §3.10).
     TimeoutNow,
     /// Follower → leader: please hand leadership to `target`.

@@ -9,7 +9,7 @@ use crate::raft::{Campaign, Raft, ReadMode, Role};
 use crate::ready::{PersistMarker, Ready, SoftState};
 use crate::status::{PeerStatus, Status};
 use crate::storage::Storage;
-use crate::types::{EntryKind, HardState, Index, NodeId, Term};
+use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Term};
 
 /// A Raft node with no IO: feed it ticks, messages and proposals; take its
 /// work out of [`Ready`]. See the crate documentation for a walk-through.
@@ -26,7 +26,14 @@ pub struct RawNode<S: Storage> {
     /// check they never go back.
     observed_term: Term,
     observed_commit: Index,
+    /// The entries buffer of the last `Ready` given back through
+    /// [`RawNode::advance`], emptied: the next `Ready` fills it instead of
+    /// allocating. Invariant: empty.
+    spare_entries: Vec<Entry>,
 }
+
+/// The largest entries buffer [`RawNode::advance`] keeps for reuse.
+const SPARE_ENTRIES_CAPACITY_MAX: usize = 1024;
 
 /// The core must be movable to the runtime's thread.
 const _: () = {
@@ -53,6 +60,7 @@ impl<S: Storage> RawNode<S> {
             ready_count: 0,
             observed_term: previous_hard_state.term,
             observed_commit: previous_hard_state.commit,
+            spare_entries: Vec::new(),
             raft,
         })
     }
@@ -227,8 +235,10 @@ impl<S: Storage> RawNode<S> {
             Err(_) => Vec::new(),
         };
         let log = self.raft.log();
-        let entries: Vec<_> = log.unstable_entries_to_persist().cloned().collect();
-        let snapshot = log.snapshot_to_persist().cloned();
+        let mut entries = std::mem::take(&mut self.spare_entries);
+        debug_assert!(entries.is_empty());
+        entries.extend(log.unstable_entries_to_persist().cloned());
+        let snapshot = log.snapshot_to_persist().cloned().map(Box::new);
         let hard_state_changed = hard_state != self.previous_hard_state;
         let must_sync = !entries.is_empty()
             || snapshot.is_some()
@@ -267,11 +277,20 @@ impl<S: Storage> RawNode<S> {
     /// Acknowledges a `Ready` whose writes are durable and whose committed
     /// entries are applied (synchronous mode). Equivalent to
     /// [`RawNode::on_persisted`] followed by [`RawNode::on_applied`].
-    pub fn advance(&mut self, ready: Ready) -> Result<(), Error> {
+    pub fn advance(&mut self, mut ready: Ready) -> Result<(), Error> {
         self.on_persisted(ready.persist_marker())?;
         let applied = ready.last_committed_index().max(ready.persist_marker().snapshot);
         if let Some(index) = applied {
             self.on_applied(index)?;
+        }
+        // Keep the entries buffer for the next `Ready` (unless it grew
+        // large in a burst: a quiet node should not hold its peak).
+        let mut entries = std::mem::take(&mut ready.entries);
+        if entries.capacity() <= SPARE_ENTRIES_CAPACITY_MAX
+            && entries.capacity() > self.spare_entries.capacity()
+        {
+            entries.clear();
+            self.spare_entries = entries;
         }
         Ok(())
     }

@@ -44,7 +44,8 @@ pub struct Ready {
     pub(crate) number: u64,
     pub(crate) soft_state: Option<SoftState>,
     pub(crate) hard_state: Option<HardState>,
-    pub(crate) snapshot: Option<SnapshotMetadata>,
+    /// Boxed: rare and large, and a `Ready` is moved several times.
+    pub(crate) snapshot: Option<Box<SnapshotMetadata>>,
     pub(crate) entries: Vec<Entry>,
     pub(crate) messages: Vec<Envelope>,
     pub(crate) persisted_messages: Vec<Envelope>,
@@ -75,7 +76,7 @@ impl Ready {
     /// A snapshot (metadata) to install: restore the state machine from the
     /// data received with it, then persist it.
     pub fn snapshot(&self) -> Option<&SnapshotMetadata> {
-        self.snapshot.as_ref()
+        self.snapshot.as_deref()
     }
 
     /// Entries to append to stable storage.

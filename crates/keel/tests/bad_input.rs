@@ -239,7 +239,7 @@ fn snapshot_with_an_invalid_membership_is_refused() {
     };
     metadata.conf_state.voters.insert(id(1));
     metadata.conf_state.learners.insert(id(1));
-    let envelope = Envelope::new(id(1), id(2), Term::new(1), Message::Snapshot(metadata));
+    let envelope = Envelope::new(id(1), id(2), Term::new(1), Message::Snapshot(Box::new(metadata)));
     let error = cluster.node_mut(id(2)).step(envelope).unwrap_err();
     assert!(
         matches!(error, Error::Step(StepError::Malformed { .. })),

@@ -236,7 +236,7 @@ fn figure_13_a_snapshot_within_the_log_keeps_the_following_entries() {
         last: LogId::new(term, Index::new(3)),
         conf_state: ConfState::with_voters([1, 2, 3].map(id)),
     };
-    let envelope = Envelope::new(id(1), id(3), term, Message::Snapshot(metadata));
+    let envelope = Envelope::new(id(1), id(3), term, Message::Snapshot(Box::new(metadata)));
     cluster.node_mut(id(3)).step(envelope).unwrap();
     let after = cluster.node(id(3)).status();
     assert_eq!(
@@ -256,7 +256,12 @@ fn figure_13_a_snapshot_behind_the_commit_index_is_ignored() {
         last: LogId::new(Term::new(1), Index::new(2)),
         conf_state: ConfState::with_voters([1, 2, 3].map(id)),
     };
-    let envelope = Envelope::new(id(1), id(2), before.hard_state.term, Message::Snapshot(metadata));
+    let envelope = Envelope::new(
+        id(1),
+        id(2),
+        before.hard_state.term,
+        Message::Snapshot(Box::new(metadata)),
+    );
     cluster.node_mut(id(2)).step(envelope).unwrap();
     let after = cluster.node(id(2)).status();
     assert_eq!(after.last_index, before.last_index);

@@ -25,7 +25,7 @@ impl<S: Storage> Raft<S> {
             }
             Message::Snapshot(metadata) => {
                 self.heard_from_leader(from);
-                self.handle_snapshot(from, metadata)
+                self.handle_snapshot(from, *metadata)
             }
             Message::Propose(proposal) => self.forward_proposal(proposal),
             Message::ReadIndexResponse(response) => {

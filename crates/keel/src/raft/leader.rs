@@ -202,12 +202,13 @@ impl<S: Storage> Raft<S> {
         }
         let next = progress.next();
         let last = self.log.last_index();
+        if next > last && !send_if_empty {
+            // Nothing new for it (the common way out of `send_appends`).
+            return Ok(false);
+        }
         let Some(prev_term) = self.log.term_if_known(next.prev())? else {
             return self.send_snapshot(to);
         };
-        if next > last && !send_if_empty {
-            return Ok(false);
-        }
         let entries = match self.log.entries(next, last.next(), self.config.max_message_bytes) {
             Ok(entries) => entries,
             Err(ReadEntriesError::Compacted) => return self.send_snapshot(to),
@@ -254,7 +255,7 @@ impl<S: Storage> Raft<S> {
         }
         let progress = self.tracker.progress_mut(to).expect("progress checked above");
         progress.become_snapshot(metadata.last.index);
-        self.send(to, Message::Snapshot(metadata));
+        self.send(to, Message::Snapshot(Box::new(metadata)));
         Ok(false)
     }
 
@@ -394,7 +395,10 @@ impl<S: Storage> Raft<S> {
                         }
                         _ => {}
                     }
-                    if self.maybe_commit()? {
+                    // An acknowledgement at or below the commit index cannot
+                    // move the quorum's index past it: skip the count.
+                    let matched = progress.matched();
+                    if matched > self.log.committed() && self.maybe_commit()? {
                         // Tell everyone the new commit index (deferred).
                         self.broadcast_pending = true;
                     }

@@ -259,13 +259,22 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Turns a fatal error into a stop: the node refuses every later call.
+    /// Inlined so that a large `Ok` value (a `Ready`) is not copied
+    /// through it.
+    #[inline]
     pub(crate) fn stop_on_fatal<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
         if let Err(error) = &result {
-            if error.is_fatal() && self.stopped.is_none() {
-                self.stopped = Some(error.to_string().into());
-            }
+            self.record_fatal(error);
         }
         result
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_fatal(&mut self, error: &Error) {
+        if error.is_fatal() && self.stopped.is_none() {
+            self.stopped = Some(error.to_string().into());
+        }
     }
 
     // ----- sending -----------------------------------------------------------
@@ -500,7 +509,7 @@ impl<S: Storage> Raft<S> {
                     .tracker
                     .progress_mut(id)
                     .is_some_and(|progress| progress.maybe_update(persisted));
-                if updated && self.maybe_commit()? {
+                if updated && persisted > self.log.committed() && self.maybe_commit()? {
                     // Followers learn the new commit index at the next flush.
                     self.broadcast_pending = true;
                 }
