@@ -126,7 +126,9 @@ impl KeelCluster {
             let mut ready = node.ready().expect("ready");
             self.network.append(&mut ready.take_messages());
             let storage = node.storage_mut();
-            storage.append(ready.entries()).expect("append");
+            // The entries are moved into storage (raft-rs's `MemStorage`
+            // can only copy them: its `append` takes a slice).
+            storage.append_owned(ready.take_entries()).expect("append");
             if let Some(hard_state) = ready.hard_state() {
                 storage.set_hard_state(hard_state).expect("hard state");
             }

@@ -203,7 +203,9 @@ impl<S: Storage> RaftLog<S> {
             }
             let skip = conflict.distance_from(prev.index.next()) as usize;
             // The entries are moved, not cloned: the message is consumed.
-            self.unstable.truncate_and_append(entries.into_iter().skip(skip));
+            let mut entries = entries;
+            entries.drain(..skip);
+            self.unstable.truncate_and_append(entries);
         }
         self.commit_to(leader_commit.min(last_new));
         Ok(Ok(Some(last_new)))
@@ -260,9 +262,10 @@ impl<S: Storage> RaftLog<S> {
         if low >= high {
             return Ok(Vec::new());
         }
-        // The unstable tail is always readable: only a range that reaches
-        // into storage can be compacted.
-        if low < self.unstable.offset() && low < self.first_index()? {
+        // The unstable tail is always readable; below it, a pending
+        // snapshot has replaced everything, and storage itself reports what
+        // it has compacted (its contract), so it is not asked twice.
+        if low < self.unstable.offset() && self.unstable.snapshot().is_some() {
             return Err(ReadEntriesError::Compacted);
         }
         let last = self.last_index();

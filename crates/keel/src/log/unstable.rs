@@ -145,9 +145,8 @@ impl Unstable {
     /// Appends `entries`, first dropping whatever this tail holds at and
     /// after the first of them. The caller guarantees the result is
     /// contiguous with the log below.
-    pub(crate) fn truncate_and_append(&mut self, entries: impl IntoIterator<Item = Entry>) {
-        let mut entries = entries.into_iter().peekable();
-        let Some(first) = entries.peek() else {
+    pub(crate) fn truncate_and_append(&mut self, entries: Vec<Entry>) {
+        let Some(first) = entries.first() else {
             return;
         };
         let after = first.index;

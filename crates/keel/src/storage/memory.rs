@@ -47,6 +47,33 @@ impl MemStorageCore {
         debug_assert!(index > self.compacted.index);
         (index.distance_from(self.compacted.index) - 1) as usize
     }
+
+    /// Checks an append of `entries` (contiguous, no gap after the log)
+    /// and removes the conflicting suffix it replaces. Returns how many of
+    /// `entries` to skip (those the snapshot covers), or `None` if there is
+    /// nothing to append. On an error nothing has changed.
+    fn checked_append_start(&mut self, entries: &[Entry]) -> Result<Option<usize>, StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(None);
+        };
+        if first.index > self.last_index().next() {
+            return Err(StorageError::Unavailable(first.index));
+        }
+        if entries
+            .windows(2)
+            .any(|pair| pair[1].index != pair[0].index.next())
+        {
+            return Err(StorageError::Failed("appended entries are not contiguous".into()));
+        }
+        // Skip what the snapshot already covers.
+        let skip = self.first_index().distance_from(first.index) as usize;
+        let Some(new_first) = entries.get(skip) else {
+            return Ok(None);
+        };
+        let keep = self.position(new_first.index);
+        self.entries.truncate(keep);
+        Ok(Some(skip))
+    }
 }
 
 impl MemStorage {
@@ -137,27 +164,21 @@ impl Storage for MemStorage {
 
 impl StorageWrite for MemStorage {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let Some(first) = entries.first() else {
-            return Ok(());
-        };
         let mut core = self.write();
-        if first.index > core.last_index().next() {
-            return Err(StorageError::Unavailable(first.index));
-        }
-        if entries
-            .windows(2)
-            .any(|pair| pair[1].index != pair[0].index.next())
-        {
-            return Err(StorageError::Failed("appended entries are not contiguous".into()));
-        }
-        // Skip what the snapshot already covers.
-        let skip = core.first_index().distance_from(first.index) as usize;
-        let Some(new_entries) = entries.get(skip..).filter(|rest| !rest.is_empty()) else {
+        let Some(skip) = core.checked_append_start(entries)? else {
             return Ok(());
         };
-        let keep = core.position(new_entries[0].index);
-        core.entries.truncate(keep);
-        core.entries.extend_from_slice(new_entries);
+        core.entries.extend_from_slice(&entries[skip..]);
+        Ok(())
+    }
+
+    fn append_owned(&mut self, mut entries: Vec<Entry>) -> Result<(), StorageError> {
+        let mut core = self.write();
+        let Some(skip) = core.checked_append_start(&entries)? else {
+            return Ok(());
+        };
+        entries.drain(..skip);
+        core.entries.append(&mut entries);
         Ok(())
     }
 

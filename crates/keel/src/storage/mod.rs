@@ -82,6 +82,25 @@ pub trait StorageWrite: Storage {
     /// would leave a gap after `last_index` fails and changes nothing.
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
 
+    /// [`StorageWrite::append`], taking the entries: a store that keeps
+    /// entries in memory moves them in instead of cloning each one. The
+    /// default borrows them for `append`. Pair it with
+    /// [`Ready::take_entries`](crate::Ready::take_entries).
+    ///
+    /// ```
+    /// use keel::{ConfState, Entry, EntryKind, Index, MemStorage, NodeId, Storage, StorageWrite, Term};
+    ///
+    /// let mut storage = MemStorage::new_with_conf_state(ConfState::with_voters([NodeId::new(1)]));
+    /// let next = storage.last_index()?.next();
+    /// let entry = Entry::new(Term::new(1), next, EntryKind::Normal, "x".into());
+    /// storage.append_owned(vec![entry])?;
+    /// assert_eq!(storage.last_index()?, next);
+    /// # Ok::<(), keel::StorageError>(())
+    /// ```
+    fn append_owned(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.append(&entries)
+    }
+
     /// Replaces the hard state.
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
 

@@ -36,7 +36,7 @@ type Case<S> = (&'static str, fn(&mut S));
 /// # Panics
 /// On the first case the store fails, with the case's name.
 pub fn run_storage_conformance<S: StorageWrite>(mut new_storage: impl FnMut() -> S) {
-    let cases: [Case<S>; 10] = [
+    let cases: [Case<S>; 11] = [
         ("empty store", case_empty),
         ("append and read back", case_append_and_read),
         ("entries byte limit", case_entries_byte_limit),
@@ -47,6 +47,7 @@ pub fn run_storage_conformance<S: StorageWrite>(mut new_storage: impl FnMut() ->
         ("append after snapshot", case_append_after_snapshot),
         ("hard and conf state round trip", case_state_round_trip),
         ("create snapshot keeps entries", case_create_snapshot),
+        ("owned append behaves as append", case_append_owned),
     ];
     for (name, case) in cases {
         let mut storage = new_storage();
@@ -213,6 +214,29 @@ fn case_append_after_snapshot<S: StorageWrite>(storage: &mut S) {
         storage.entries(Index::new(21), Index::new(26), u64::MAX).unwrap(),
         entries(3, 21, 25)
     );
+}
+
+fn case_append_owned<S: StorageWrite>(storage: &mut S) {
+    storage.append_owned(entries(1, 1, 10)).unwrap();
+    // A conflicting suffix is replaced; a gap fails and changes nothing.
+    storage.append_owned(entries(2, 6, 8)).unwrap();
+    assert!(storage.append_owned(entries(2, 10, 11)).is_err());
+    let mut expected = entries(1, 1, 5);
+    expected.extend(entries(2, 6, 8));
+    assert_eq!(
+        storage.entries(Index::new(1), Index::new(9), u64::MAX).unwrap(),
+        expected
+    );
+    // Entries a snapshot covers are skipped.
+    storage.apply_snapshot(snapshot_metadata(3, 20)).unwrap();
+    storage.append_owned(entries(3, 18, 25)).unwrap();
+    assert_eq!(storage.first_index().unwrap(), Index::new(21));
+    assert_eq!(
+        storage.entries(Index::new(21), Index::new(26), u64::MAX).unwrap(),
+        entries(3, 21, 25)
+    );
+    storage.append_owned(Vec::new()).unwrap();
+    assert_eq!(storage.last_index().unwrap(), Index::new(25));
 }
 
 fn case_state_round_trip<S: StorageWrite>(storage: &mut S) {

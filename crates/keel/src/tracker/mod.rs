@@ -105,9 +105,9 @@ impl ProgressTracker {
     }
 
     fn position(&self, id: NodeId) -> Option<usize> {
-        self.progress
-            .binary_search_by_key(&id, |(member, _)| *member)
-            .ok()
+        // A linear scan: clusters have a handful of members, and this runs
+        // several times per message on the leader.
+        self.progress.iter().position(|(member, _)| *member == id)
     }
 
     pub(crate) fn progress(&self, id: NodeId) -> Option<&Progress> {
