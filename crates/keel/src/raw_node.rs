@@ -216,6 +216,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Takes the pending work. Everything in it counts as handed out: the
     /// next `Ready` holds only what is new.
+    #[inline]
     pub fn ready(&mut self) -> Result<Ready, Error> {
         self.raft.ensure_running()?;
         let result = self.build_ready();
@@ -235,9 +236,14 @@ impl<S: Storage> RawNode<S> {
             Err(_) => Vec::new(),
         };
         let log = self.raft.log();
-        let mut entries = std::mem::take(&mut self.spare_entries);
+        let to_persist = log.unstable_entries_to_persist();
+        let mut entries = if self.spare_entries.capacity() >= to_persist.len() {
+            std::mem::take(&mut self.spare_entries)
+        } else {
+            Vec::with_capacity(to_persist.len())
+        };
         debug_assert!(entries.is_empty());
-        entries.extend(log.unstable_entries_to_persist().cloned());
+        entries.extend(to_persist.cloned());
         let snapshot = log.snapshot_to_persist().cloned().map(Box::new);
         let hard_state_changed = hard_state != self.previous_hard_state;
         let must_sync = !entries.is_empty()

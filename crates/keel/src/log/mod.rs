@@ -273,17 +273,22 @@ impl<S: Storage> RaftLog<S> {
             return Err(ReadEntriesError::Fatal(StorageError::Unavailable(high)));
         }
         let offset = self.unstable.offset();
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        if low < offset {
+        let (mut out, bytes) = if low < offset {
             let stable_high = high.min(offset);
-            out = self.storage.entries(low, stable_high, max_bytes)?;
-            bytes = out.iter().map(Entry::size_bytes).sum();
+            let out = self.storage.entries(low, stable_high, max_bytes)?;
             let complete = out.last().is_some_and(|entry| entry.index == stable_high.prev());
             if !complete || stable_high == high {
                 return Ok(out);
             }
-        }
+            let bytes = out.iter().map(Entry::size_bytes).sum();
+            (out, bytes)
+        } else {
+            // Sized for the whole range (up to a bounded guess): one
+            // allocation rather than growth entry by entry.
+            const FIRST_CAPACITY_MAX: u64 = 256;
+            let capacity = high.distance_from(low).min(FIRST_CAPACITY_MAX) as usize;
+            (Vec::with_capacity(capacity), 0)
+        };
         let low = low.max(offset);
         self.unstable
             .copy_range(low, high, max_bytes.saturating_sub(bytes), &mut out);

@@ -24,7 +24,19 @@ pub struct MajorityConfig {
 }
 
 /// Configurations up to this size compute on the stack.
-const STACK_VOTERS: usize = 16;
+pub(crate) const STACK_VOTERS: usize = 16;
+
+/// The highest index a majority of `acked` (one acknowledged index per
+/// voter; reordered) reaches: sorted descending, the quorum-th largest is
+/// acknowledged by a quorum, it and every index before it. No voters agree
+/// to everything (`u64::MAX`).
+pub(crate) fn quorum_index(acked: &mut [Index]) -> Index {
+    if acked.is_empty() {
+        return Index::new(u64::MAX);
+    }
+    acked.sort_unstable_by(|a, b| b.cmp(a));
+    acked[acked.len() / 2]
+}
 
 impl MajorityConfig {
     /// A configuration of these voters (duplicates are ignored).
@@ -79,10 +91,7 @@ impl MajorityConfig {
         for (slot, id) in indexes.iter_mut().zip(&self.voters) {
             *slot = acked(*id).unwrap_or(Index::ZERO);
         }
-        // Sorted descending, the quorum-th largest is acknowledged by a
-        // quorum: it and every index before it.
-        indexes.sort_unstable_by(|a, b| b.cmp(a));
-        indexes[self.quorum() - 1]
+        quorum_index(indexes)
     }
 
     /// The election result, given each voter's vote (`None`: not yet

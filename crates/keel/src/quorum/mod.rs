@@ -13,6 +13,7 @@ mod majority;
 
 pub use joint::JointConfig;
 pub use majority::MajorityConfig;
+pub(crate) use majority::{quorum_index, STACK_VOTERS};
 
 /// The outcome of an election so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

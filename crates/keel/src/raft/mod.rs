@@ -120,6 +120,17 @@ pub(crate) struct Raft<S> {
     arena: arena::PayloadArena,
 }
 
+/// Pushes onto an outbox. Every `Ready` hands the outbox out whole, so most
+/// pushes land in an empty vector: it is given room for a few messages at
+/// once instead of growing one by one.
+fn push_message(outbox: &mut Vec<Envelope>, envelope: Envelope) {
+    const FIRST_CAPACITY: usize = 8;
+    if outbox.capacity() == 0 {
+        *outbox = Vec::with_capacity(FIRST_CAPACITY);
+    }
+    outbox.push(envelope);
+}
+
 impl<S: Storage> Raft<S> {
     pub(crate) fn new(config: &Config, storage: S) -> Result<Self, Error> {
         config.validate()?;
@@ -280,16 +291,17 @@ impl<S: Storage> Raft<S> {
     // ----- sending -----------------------------------------------------------
 
     fn send(&mut self, to: NodeId, message: Message) {
-        self.messages.push(Envelope::new(self.id, to, self.term, message));
+        let envelope = Envelope::new(self.id, to, self.term, message);
+        push_message(&mut self.messages, envelope);
     }
 
     fn send_with_term(&mut self, to: NodeId, term: Term, message: Message) {
-        self.messages.push(Envelope::new(self.id, to, term, message));
+        push_message(&mut self.messages, Envelope::new(self.id, to, term, message));
     }
 
     fn send_after_persist(&mut self, to: NodeId, term: Term, message: Message) {
-        self.messages_after_persist
-            .push(Envelope::new(self.id, to, term, message));
+        let envelope = Envelope::new(self.id, to, term, message);
+        push_message(&mut self.messages_after_persist, envelope);
     }
 
     // ----- the one step --------------------------------------------------------
