@@ -256,9 +256,18 @@ impl<S: Storage> RawNode<S> {
         };
         let last_committed = committed_entries.last().map(|entry| entry.index);
         self.ready_count += 1;
-        let ready = Ready {
+        self.raft.log_mut().accept_in_progress();
+        if let Some(index) = last_committed {
+            self.raft.log_mut().applying_to(index);
+        }
+        let soft_state_changed = soft_state != self.previous_soft_state;
+        self.previous_soft_state = soft_state;
+        self.previous_hard_state = hard_state;
+        // Built as the return value, after every side effect: a `Ready` is
+        // large, and this lets it be written in place rather than copied.
+        Ok(Ready {
             number: self.ready_count,
-            soft_state: (soft_state != self.previous_soft_state).then_some(soft_state),
+            soft_state: soft_state_changed.then_some(soft_state),
             hard_state: hard_state_changed.then_some(hard_state),
             snapshot,
             entries,
@@ -270,14 +279,7 @@ impl<S: Storage> RawNode<S> {
             must_sync,
             persist_marker,
             last_committed,
-        };
-        self.raft.log_mut().accept_in_progress();
-        if let Some(index) = last_committed {
-            self.raft.log_mut().applying_to(index);
-        }
-        self.previous_soft_state = soft_state;
-        self.previous_hard_state = hard_state;
-        Ok(ready)
+        })
     }
 
     /// Acknowledges a `Ready` whose writes are durable and whose committed

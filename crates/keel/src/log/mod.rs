@@ -204,7 +204,9 @@ impl<S: Storage> RaftLog<S> {
             let skip = conflict.distance_from(prev.index.next()) as usize;
             // The entries are moved, not cloned: the message is consumed.
             let mut entries = entries;
-            entries.drain(..skip);
+            if skip > 0 {
+                entries.drain(..skip);
+            }
             self.unstable.truncate_and_append(entries);
         }
         self.commit_to(leader_commit.min(last_new));

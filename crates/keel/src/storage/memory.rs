@@ -177,7 +177,9 @@ impl StorageWrite for MemStorage {
         let Some(skip) = core.checked_append_start(&entries)? else {
             return Ok(());
         };
-        entries.drain(..skip);
+        if skip > 0 {
+            entries.drain(..skip);
+        }
         core.entries.append(&mut entries);
         Ok(())
     }
