@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo build --release -p keel-bench --example core_profile
 //! valgrind --tool=callgrind target/release/examples/core_profile keel 256 0.5
+//! # arguments: library, batch, seconds, entry bytes (128), nodes (3)
 //! ```
 
 use std::time::Duration;
@@ -22,9 +23,14 @@ fn main() {
         .next()
         .and_then(|value| value.parse().ok())
         .unwrap_or(1.0);
+    let entry_bytes: usize = arguments
+        .next()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(128);
+    let nodes: u64 = arguments.next().and_then(|value| value.parse().ok()).unwrap_or(3);
     let params = CoreParams {
-        nodes: 3,
-        entry_bytes: 128,
+        nodes,
+        entry_bytes,
         batch,
         duration: Duration::from_secs_f64(seconds),
     };
