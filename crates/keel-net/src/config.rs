@@ -89,13 +89,21 @@ pub struct NetworkConfig {
     /// The size of one snapshot data chunk, in bytes (at most
     /// `max_frame_bytes - 1`).
     pub snapshot_chunk_bytes: usize,
+    /// The largest snapshot accepted from a peer, in bytes: a stream that
+    /// goes past it is cut off, its file removed, and its sender told it
+    /// failed. Bounds the disk one peer can fill.
+    pub snapshot_bytes_max: u64,
+    /// Snapshots received at once; a further stream is refused (its sender
+    /// reports failure and the core tries again later). Bounds the disk and
+    /// file handles that peers can make us hold.
+    pub snapshot_receives_max: usize,
 }
 
 impl NetworkConfig {
     /// A configuration with no peers, no TLS and the default limits: 16 MiB
     /// frames, 1024 queued messages per peer, 50 ms..5 s backoff, 5 s
     /// handshakes, 256 inbound connections, 1 MiB batches, 256 KiB snapshot
-    /// chunks.
+    /// chunks, snapshots of at most 64 GiB received two at a time.
     pub fn new(cluster_id: u64, node_id: NodeId, listen_addr: SocketAddr, snapshot_dir: PathBuf) -> Self {
         NetworkConfig {
             cluster_id,
@@ -113,6 +121,8 @@ impl NetworkConfig {
             inbound_connections_max: 256,
             batch_bytes_max: 1024 * 1024,
             snapshot_chunk_bytes: 256 * 1024,
+            snapshot_bytes_max: 64 << 30,
+            snapshot_receives_max: 2,
         }
     }
 
@@ -159,6 +169,12 @@ impl NetworkConfig {
                 self.snapshot_chunk_bytes, self.max_frame_bytes
             ));
         }
+        if self.snapshot_bytes_max == 0 {
+            return invalid("snapshot_bytes_max must be >= 1".into());
+        }
+        if self.snapshot_receives_max == 0 {
+            return invalid("snapshot_receives_max must be >= 1".into());
+        }
         Ok(())
     }
 }
@@ -181,7 +197,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_each_bad_field_is_named() {
         assert!(valid().validate().is_ok());
-        let cases: [(Spoil, &str); 7] = [
+        let cases: [(Spoil, &str); 9] = [
             (|config| config.node_id = NodeId::ZERO, "node_id"),
             (|config| config.max_frame_bytes = 100, "max_frame_bytes"),
             (|config| config.send_queue_messages = 0, "send_queue_messages"),
@@ -195,6 +211,8 @@ mod tests {
                 "snapshot_chunk_bytes",
             ),
             (|config| config.handshake_timeout_ms = 0, "handshake_timeout_ms"),
+            (|config| config.snapshot_bytes_max = 0, "snapshot_bytes_max"),
+            (|config| config.snapshot_receives_max = 0, "snapshot_receives_max"),
         ];
         for (spoil, field) in cases {
             let mut config = valid();

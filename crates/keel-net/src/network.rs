@@ -155,6 +155,8 @@ pub(crate) struct Shared {
     unreachable_pending: Mutex<BTreeSet<NodeId>>,
     unreachable_notify: Notify,
     inbound_connections: Arc<Semaphore>,
+    /// One permit per snapshot being received (`snapshot_receives_max`).
+    pub(crate) snapshot_receives: Semaphore,
     background: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) snapshot_sequence: AtomicU64,
 }
@@ -240,6 +242,7 @@ impl Network {
             unreachable_pending: Mutex::new(BTreeSet::new()),
             unreachable_notify: Notify::new(),
             inbound_connections: Arc::new(Semaphore::new(config.inbound_connections_max)),
+            snapshot_receives: Semaphore::new(config.snapshot_receives_max),
             background: Mutex::new(Vec::new()),
             snapshot_sequence: AtomicU64::new(0),
             config,

@@ -204,6 +204,13 @@ pub(crate) async fn receive(
             envelope.message.kind_name()
         ));
     };
+    // Held until this snapshot is spooled (or given up).
+    let Ok(_receiving) = shared.snapshot_receives.try_acquire() else {
+        return Err(format!(
+            "snapshot from {} refused: {} already being received (snapshot_receives_max)",
+            handshake.from, shared.config.snapshot_receives_max
+        ));
+    };
     let sequence = shared.snapshot_sequence.fetch_add(1, Ordering::Relaxed);
     let name = format!(
         "snapshot-{}-{}-{}-{sequence}",
@@ -215,7 +222,7 @@ pub(crate) async fn receive(
     let complete = shared.config.snapshot_dir.join(format!("{name}.snap"));
     let spooled = tokio::select! {
         _ = stopped(shutdown) => Err("the transport is shutting down".to_string()),
-        spooled = spool(frames, &partial, &complete) => spooled,
+        spooled = spool(frames, &partial, &complete, shared.config.snapshot_bytes_max) => spooled,
     };
     let total_bytes = match spooled {
         Ok(total_bytes) => total_bytes,
@@ -251,11 +258,13 @@ pub(crate) async fn receive(
 }
 
 /// Writes data frames to `partial` until the end frame, checks the total,
-/// fsyncs and renames to `complete`. Returns the data size.
+/// fsyncs and renames to `complete`. Returns the data size. More than
+/// `bytes_max` bytes of data fail the transfer.
 async fn spool(
     frames: &mut FrameReader<BoxStream>,
     partial: &PathBuf,
     complete: &PathBuf,
+    bytes_max: u64,
 ) -> Result<u64, String> {
     let mut file = tokio::fs::File::create(partial)
         .await
@@ -269,10 +278,16 @@ async fn spool(
         };
         match frame.first() {
             Some(&CHUNK_DATA) => {
+                let data_bytes = frame.len() as u64 - 1;
+                if total_bytes + data_bytes > bytes_max {
+                    return Err(format!(
+                        "more than {bytes_max} bytes (snapshot_bytes_max): cut off"
+                    ));
+                }
                 file.write_all(&frame[1..])
                     .await
                     .map_err(|error| format!("write to {}: {error}", partial.display()))?;
-                total_bytes += frame.len() as u64 - 1;
+                total_bytes += data_bytes;
             }
             Some(&CHUNK_END) => {
                 let declared: [u8; 8] = frame[1..]

@@ -425,6 +425,84 @@ async fn a_snapshot_broken_by_a_dying_peer_reports_failed() {
     a.network.shutdown().await;
 }
 
+/// The outcome `node` reports for its snapshot to `to`.
+async fn snapshot_outcome(node: &mut Node, to: u64) -> SnapshotOutcome {
+    node.expect(|event| match event {
+        Inbound::SnapshotSent { to: peer, outcome } if peer == NodeId::new(to) => Some(outcome),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_snapshot_larger_than_the_receivers_limit_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = start(config(7, 1, dir.path())).await;
+    let mut b_config = config(7, 2, dir.path());
+    b_config.snapshot_bytes_max = 1024 * 1024;
+    let mut b = start(b_config).await;
+    a.network.set_peer(NodeId::new(2), b.addr());
+    b.network.set_peer(NodeId::new(1), a.addr());
+    let data = std::io::repeat(7).take(3 * 1024 * 1024);
+    a.network.send_snapshot(snapshot_message(1, 2), Box::new(data));
+    assert_eq!(snapshot_outcome(&mut a, 2).await, SnapshotOutcome::Failed);
+    // Nothing was handed over and nothing is left on the receiver's disk.
+    assert!(
+        !matches!(b.inbound.try_recv(), Ok(Inbound::SnapshotReceived { .. })),
+        "an oversized snapshot was handed over"
+    );
+    let b_dir = dir.path().join("snapshots-2");
+    assert_eq!(std::fs::read_dir(&b_dir).expect("snapshot dir").count(), 0);
+    // A snapshot within the limit still gets through.
+    let data = std::io::repeat(8).take(512 * 1024);
+    a.network.send_snapshot(snapshot_message(1, 2), Box::new(data));
+    assert_eq!(snapshot_outcome(&mut a, 2).await, SnapshotOutcome::Delivered);
+    a.network.shutdown().await;
+    b.network.shutdown().await;
+}
+
+#[tokio::test]
+async fn snapshots_beyond_the_receivers_concurrency_limit_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = start(config(7, 1, dir.path())).await;
+    let mut c = start(config(7, 3, dir.path())).await;
+    let mut b_config = config(7, 2, dir.path());
+    b_config.snapshot_receives_max = 1;
+    let mut b = start(b_config).await;
+    for (sender, id) in [(&a, 1), (&c, 3)] {
+        sender.network.set_peer(NodeId::new(2), b.addr());
+        b.network.set_peer(NodeId::new(id), sender.addr());
+    }
+    // `a` streams slowly (~0.5 s) and holds the only slot...
+    let slow = SlowData {
+        remaining: 4 * 1024 * 1024,
+        chunk: 128 * 1024,
+        pause: Duration::from_millis(15),
+        next_byte: 0,
+    };
+    a.network.send_snapshot(snapshot_message(1, 2), Box::new(slow));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // ...so `c`'s snapshot is refused at once, and `a`'s still completes.
+    let data = std::io::repeat(9).take(1024);
+    c.network.send_snapshot(snapshot_message(3, 2), Box::new(data));
+    assert_eq!(snapshot_outcome(&mut c, 2).await, SnapshotOutcome::Failed);
+    assert_eq!(snapshot_outcome(&mut a, 2).await, SnapshotOutcome::Delivered);
+    let received = b
+        .expect(|event| match event {
+            Inbound::SnapshotReceived { envelope, .. } => Some(envelope.from),
+            _ => None,
+        })
+        .await;
+    assert_eq!(received, NodeId::new(1));
+    // With the slot free again, `c` gets through.
+    let data = std::io::repeat(9).take(1024);
+    c.network.send_snapshot(snapshot_message(3, 2), Box::new(data));
+    assert_eq!(snapshot_outcome(&mut c, 2).await, SnapshotOutcome::Delivered);
+    for node in [a, b, c] {
+        node.network.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_snapshot_to_an_unknown_peer_fails() {
     let dir = tempfile::tempdir().expect("tempdir");

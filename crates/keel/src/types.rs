@@ -214,7 +214,10 @@ pub struct Entry {
     pub index: Index,
     /// How the core interprets `data`.
     pub kind: EntryKind,
-    /// The payload.
+    /// The payload. It may share its buffer with neighbouring entries (a
+    /// leader packs small proposals together; entries received over the
+    /// network share their receive buffer): a state machine that keeps
+    /// part of it for long should copy that part.
     pub data: Bytes,
 }
 
