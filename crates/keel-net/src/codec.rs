@@ -32,6 +32,9 @@
 //! 11 ReadIndex          context:bytes
 //! 12 ReadIndexResponse  index context:bytes
 //! 13 Propose            count { kind:u8 data:bytes }*
+//! 14 ProposalRefused    reason:u8 count { kind:u8 data:bytes }*
+//!                       (reason: 0 overloaded, 1 conf change pending,
+//!                       2 invalid, 3 unavailable)
 //! ```
 //!
 //! Decoding checks every declared length and count against the bytes that
@@ -53,7 +56,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use keel::{
     Append, AppendResponse, ConfState, ElectionReason, Entry, EntryKind, Envelope, ForwardedProposal,
     Heartbeat, HeartbeatResponse, Index, LogId, Message, NodeId, ProposedEntry, ReadIndexRequest,
-    ReadIndexResponse, SnapshotMetadata, Term, VoteKind, VoteRequest, VoteResponse,
+    ReadIndexResponse, RefusalReason, RefusedProposal, SnapshotMetadata, Term, VoteKind, VoteRequest,
+    VoteResponse,
 };
 
 /// The version of the wire protocol this crate speaks. Both ends of a
@@ -152,6 +156,7 @@ const TAG_TRANSFER_LEADER: u8 = 10;
 const TAG_READ_INDEX: u8 = 11;
 const TAG_READ_INDEX_RESPONSE: u8 = 12;
 const TAG_PROPOSE: u8 = 13;
+const TAG_PROPOSAL_REFUSED: u8 = 14;
 
 /// The smallest encoding of one log entry: term, index, kind, data length.
 const ENTRY_BYTES_MIN: usize = 4;
@@ -189,6 +194,7 @@ pub fn encode(envelope: &Envelope, out: &mut BytesMut) {
         Message::ReadIndex(_) => TAG_READ_INDEX,
         Message::ReadIndexResponse(_) => TAG_READ_INDEX_RESPONSE,
         Message::Propose(_) => TAG_PROPOSE,
+        Message::ProposalRefused(_) => TAG_PROPOSAL_REFUSED,
     };
     out.put_u8(tag);
     put_varint(out, envelope.from.get());
@@ -280,13 +286,28 @@ fn encode_fields(message: &Message, out: &mut BytesMut) {
             put_varint(out, response.index.get());
             put_bytes(out, &response.context);
         }
-        Message::Propose(proposal) => {
-            put_varint(out, proposal.entries.len() as u64);
-            for entry in &proposal.entries {
-                out.put_u8(entry.kind.code());
-                put_bytes(out, &entry.data);
-            }
+        Message::Propose(proposal) => put_proposed_entries(out, &proposal.entries),
+        Message::ProposalRefused(refused) => {
+            out.put_u8(refusal_reason_code(refused.reason));
+            put_proposed_entries(out, &refused.entries);
         }
+    }
+}
+
+fn put_proposed_entries(out: &mut BytesMut, entries: &[ProposedEntry]) {
+    put_varint(out, entries.len() as u64);
+    for entry in entries {
+        out.put_u8(entry.kind.code());
+        put_bytes(out, &entry.data);
+    }
+}
+
+fn refusal_reason_code(reason: RefusalReason) -> u8 {
+    match reason {
+        RefusalReason::Overloaded => 0,
+        RefusalReason::ConfChangePending => 1,
+        RefusalReason::Invalid => 2,
+        RefusalReason::Unavailable => 3,
     }
 }
 
@@ -421,15 +442,15 @@ fn decode_fields(tag: u8, reader: &mut Reader) -> Result<Message, CodecError> {
             index: Index::new(reader.varint()?),
             context: reader.bytes()?,
         }),
-        TAG_PROPOSE => {
-            let count = reader.count("proposed entries", PROPOSED_ENTRY_BYTES_MIN)?;
-            let mut entries = Vec::with_capacity(count);
-            for _ in 0..count {
-                let kind = reader.entry_kind()?;
-                let data = reader.bytes()?;
-                entries.push(ProposedEntry { kind, data });
-            }
-            Message::Propose(ForwardedProposal { entries })
+        TAG_PROPOSE => Message::Propose(ForwardedProposal {
+            entries: reader.proposed_entries()?,
+        }),
+        TAG_PROPOSAL_REFUSED => {
+            let reason = reader.refusal_reason()?;
+            Message::ProposalRefused(RefusedProposal {
+                entries: reader.proposed_entries()?,
+                reason,
+            })
         }
         unknown => return Err(CodecError::UnknownTag(unknown)),
     };
@@ -503,6 +524,33 @@ impl Reader {
                 code,
             }),
         }
+    }
+
+    fn proposed_entries(&mut self) -> Result<Vec<ProposedEntry>, CodecError> {
+        let count = self.count("proposed entries", PROPOSED_ENTRY_BYTES_MIN)?;
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = self.entry_kind()?;
+            let data = self.bytes()?;
+            entries.push(ProposedEntry { kind, data });
+        }
+        Ok(entries)
+    }
+
+    fn refusal_reason(&mut self) -> Result<RefusalReason, CodecError> {
+        let code = self.u8()?;
+        Ok(match code {
+            0 => RefusalReason::Overloaded,
+            1 => RefusalReason::ConfChangePending,
+            2 => RefusalReason::Invalid,
+            3 => RefusalReason::Unavailable,
+            code => {
+                return Err(CodecError::UnknownCode {
+                    field: "refusal reason",
+                    code,
+                })
+            }
+        })
     }
 
     fn entry_kind(&mut self) -> Result<EntryKind, CodecError> {

@@ -7,7 +7,8 @@ use bytes::{Bytes, BytesMut};
 use keel::{
     Append, AppendResponse, ConfState, ElectionReason, Entry, EntryKind, Envelope, ForwardedProposal,
     Heartbeat, HeartbeatResponse, Index, LogId, Message, NodeId, ProposedEntry, ReadIndexRequest,
-    ReadIndexResponse, SnapshotMetadata, Term, VoteKind, VoteRequest, VoteResponse,
+    ReadIndexResponse, RefusalReason, RefusedProposal, SnapshotMetadata, Term, VoteKind, VoteRequest,
+    VoteResponse,
 };
 use keel_net::codec::{decode, encode, encode_framed, FRAME_HEADER_BYTES};
 use proptest::prelude::*;
@@ -122,6 +123,24 @@ fn message() -> impl Strategy<Value = Message> {
                     .collect(),
             })
         }),
+        (
+            proptest::collection::vec((entry_kind(), data()), 0..8),
+            prop_oneof![
+                Just(RefusalReason::Overloaded),
+                Just(RefusalReason::ConfChangePending),
+                Just(RefusalReason::Invalid),
+                Just(RefusalReason::Unavailable),
+            ]
+        )
+            .prop_map(|(entries, reason)| {
+                Message::ProposalRefused(RefusedProposal {
+                    entries: entries
+                        .into_iter()
+                        .map(|(kind, data)| ProposedEntry { kind, data })
+                        .collect(),
+                    reason,
+                })
+            }),
     ]
 }
 
@@ -230,6 +249,13 @@ fn mutation_fuzzing_never_panics() {
                 kind: EntryKind::ConfChange,
                 data: Bytes::from_static(b"cc"),
             }],
+        }),
+        Message::ProposalRefused(RefusedProposal {
+            entries: vec![ProposedEntry {
+                kind: EntryKind::Normal,
+                data: Bytes::from_static(b"refused"),
+            }],
+            reason: RefusalReason::ConfChangePending,
         }),
     ]
     .into_iter()

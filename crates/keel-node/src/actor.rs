@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use keel::{
     ConfChange, Error as CoreError, Index, MemStorage, Message, NodeId, ProposalError, RawNode, ReadError,
-    ReadMode, Ready, Role, SnapshotOutcome, Status, TransferError,
+    ReadMode, Ready, RefusalReason, RefusedProposal, Role, SnapshotOutcome, Status, TransferError,
 };
 use keel_log::SnapshotStore;
 use tokio::sync::{mpsc, oneshot};
@@ -550,6 +550,9 @@ impl<M: StateMachine> Actor<M> {
                 }
             }
         }
+        for refused in ready.take_refused_proposals() {
+            self.fail_refused(refused);
+        }
         for state in ready.take_read_states() {
             let Some(request_id) = request_id_of(&state.context) else {
                 continue;
@@ -616,6 +619,43 @@ impl<M: StateMachine> Actor<M> {
             // The stored snapshot moved on (or is missing): the core asks
             // again with the current one.
             _ => self.raw.report_snapshot(to, SnapshotOutcome::Failed),
+        }
+    }
+
+    /// The leader refused proposals this node forwarded: their callers get
+    /// the reason now rather than a timeout.
+    fn fail_refused(&mut self, refused: RefusedProposal) {
+        let error = || match refused.reason {
+            RefusalReason::Overloaded => NodeError::Overloaded,
+            RefusalReason::ConfChangePending => {
+                NodeError::Conflict("a membership change is in progress".to_string())
+            }
+            RefusalReason::Invalid => NodeError::Refused(refused.reason.to_string()),
+            RefusalReason::Unavailable => NodeError::NoLeader,
+        };
+        for entry in &refused.entries {
+            if entry.kind.is_conf_change() {
+                let context = ConfChange::decode(&entry.data)
+                    .ok()
+                    .and_then(|change| ChangeContext::decode(change.context));
+                if let Some(context) = context.filter(|context| context.origin == self.config.id) {
+                    if let Some((_, responder)) = self.pending_changes.remove(&context.request_id) {
+                        let _ = responder.send(Err(error()));
+                    }
+                }
+            } else if let Some((origin, request_id, _)) = tagged::decode(&entry.data) {
+                if origin != self.config.id {
+                    continue;
+                }
+                let waiting = self
+                    .pending_writes
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&request_id);
+                if let Some((_, responder)) = waiting {
+                    let _ = responder.send(Err(error()));
+                }
+            }
         }
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use keel::{Index, NodeId};
 use keel_node::{
-    inbound_channel, AddressBook, Bootstrap, CommandError, Consistency, LocalNetwork, MemberInfo, Node,
-    NodeConfig, NodeError, NodeHandle, RestoreError, StateMachine,
+    inbound_channel, AddressBook, Bootstrap, CommandError, Consistency, LocalNetwork, MemberChange,
+    MemberInfo, Node, NodeConfig, NodeError, NodeHandle, RestoreError, StateMachine,
 };
 
 /// A string map: `set key value`, `get key`; `panic` panics (to test that a
@@ -302,6 +302,32 @@ async fn a_new_member_catches_up_through_a_snapshot_and_votes() {
     let status = cluster.node(4).status().await.unwrap();
     assert!(status.raft.conf_state.voters.contains(&NodeId::new(4)));
     assert_eq!(status.members.len(), 4, "the new member learned every address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_leader_refuses_fails_on_the_follower_at_once() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // A change naming a node twice is refused by the leader (the follower
+    // does not judge changes; it forwards them), which hands it back: the
+    // follower's caller learns it well before its 3 s request timeout.
+    let started = std::time::Instant::now();
+    let twice = vec![
+        MemberChange::Remove(NodeId::new(9)),
+        MemberChange::Remove(NodeId::new(9)),
+    ];
+    let error = cluster.node(follower).change_membership(twice).await.unwrap_err();
+    assert!(matches!(error, NodeError::Refused(_)), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}: timed out instead of being told",
+        started.elapsed()
+    );
+    // The membership is untouched and the cluster still writes.
+    let status = cluster.node(leader).status().await.unwrap();
+    assert_eq!(status.raft.conf_state.voters.len(), 3);
+    cluster.node(follower).write(set("after", "1")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,7 +149,8 @@ pub use config::{Config, ConfigError};
 pub use error::{Error, ProposalError, ReadError, StepError, StorageError, TransferError};
 pub use message::{
     Append, AppendResponse, ElectionReason, Envelope, ForwardedProposal, Heartbeat, HeartbeatResponse,
-    Message, ProposedEntry, ReadIndexRequest, ReadIndexResponse, VoteKind, VoteRequest, VoteResponse,
+    Message, ProposedEntry, ReadIndexRequest, ReadIndexResponse, RefusalReason, RefusedProposal, VoteKind,
+    VoteRequest, VoteResponse,
 };
 #[cfg(feature = "planted-bugs")]
 pub use planted_bugs::PlantedBug;

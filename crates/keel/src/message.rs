@@ -47,11 +47,10 @@ impl Envelope {
         HEADER_BYTES
             + match &self.message {
                 Message::Append(append) => append.entries.iter().map(Entry::size_bytes).sum(),
-                Message::Propose(proposal) => proposal
-                    .entries
-                    .iter()
-                    .map(|entry| entry.data.len() as u64 + 1)
-                    .sum(),
+                Message::Propose(ForwardedProposal { entries })
+                | Message::ProposalRefused(RefusedProposal { entries, .. }) => {
+                    entries.iter().map(|entry| entry.data.len() as u64 + 1).sum()
+                }
                 Message::ReadIndex(request) => request.context.len() as u64,
                 Message::ReadIndexResponse(response) => response.context.len() as u64,
                 _ => 0,
@@ -93,6 +92,9 @@ pub enum Message {
     ReadIndexResponse(ReadIndexResponse),
     /// Follower → leader: proposals forwarded by a follower.
     Propose(ForwardedProposal),
+    /// Leader → follower: forwarded proposals the leader refused, handed
+    /// back so that their callers learn it at once instead of timing out.
+    ProposalRefused(RefusedProposal),
 }
 
 impl Message {
@@ -117,6 +119,7 @@ impl Message {
             Message::ReadIndex(_) => "read_index",
             Message::ReadIndexResponse(_) => "read_index_response",
             Message::Propose(_) => "propose",
+            Message::ProposalRefused(_) => "proposal_refused",
         }
     }
 }
@@ -236,6 +239,63 @@ pub struct ReadIndexResponse {
 pub struct ForwardedProposal {
     /// The proposed payloads, in order.
     pub entries: Vec<ProposedEntry>,
+}
+
+/// Forwarded proposals the leader refused, all of one forwarded batch (all
+/// or none of a batch is accepted).
+///
+/// A refusal means the leader did not append the copy it refused, and took
+/// back whatever of the batch it had appended. Over a transport that
+/// delivers each message at most once (keel-net does) the proposals are
+/// therefore not in the log; over one that may duplicate messages, another
+/// copy may have been accepted.
+///
+/// ```
+/// use keel::{EntryKind, ProposedEntry, RefusalReason, RefusedProposal};
+/// let refused = RefusedProposal {
+///     entries: vec![ProposedEntry { kind: EntryKind::Normal, data: "x".into() }],
+///     reason: RefusalReason::Overloaded,
+/// };
+/// assert_eq!(refused.reason.to_string(), "the leader's uncommitted log is full");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedProposal {
+    /// The refused payloads, as they were forwarded.
+    pub entries: Vec<ProposedEntry>,
+    /// Why the leader refused them.
+    pub reason: RefusalReason,
+}
+
+/// Why a leader refused forwarded proposals: the part of a
+/// [`ProposalError`](crate::ProposalError) that travels between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RefusalReason {
+    /// The leader's uncommitted log is at `max_uncommitted_bytes`: try
+    /// again later.
+    #[error("the leader's uncommitted log is full")]
+    Overloaded,
+    /// A membership change is already in progress.
+    #[error("a membership change is already in progress")]
+    ConfChangePending,
+    /// The batch or its membership change is invalid.
+    #[error("the proposal is invalid")]
+    Invalid,
+    /// The leader is handing over or leaving: ask the next leader.
+    #[error("the leader is not taking proposals")]
+    Unavailable,
+}
+
+impl RefusalReason {
+    /// The reason a leader reports for `error`.
+    pub(crate) fn of(error: &crate::ProposalError) -> Self {
+        use crate::ProposalError;
+        match error {
+            ProposalError::UncommittedLimit { .. } => RefusalReason::Overloaded,
+            ProposalError::ConfChangePending { .. } => RefusalReason::ConfChangePending,
+            ProposalError::InvalidConfChange(_) | ProposalError::Malformed(_) => RefusalReason::Invalid,
+            _ => RefusalReason::Unavailable,
+        }
+    }
 }
 
 /// A payload proposed for the log, before the leader gives it a term and index.

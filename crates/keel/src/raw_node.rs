@@ -92,7 +92,8 @@ impl<S: Storage> RawNode<S> {
 
     /// Proposes `data` for the log. On a follower the proposal is forwarded
     /// to the leader; whether it commits is learnt by watching committed
-    /// entries (the runtime tags proposals to match them).
+    /// entries (the runtime tags proposals to match them), and a refusal
+    /// by the leader comes back in [`Ready::refused_proposals`].
     ///
     /// # Errors
     /// [`ProposalError`] if refused: no leader, forwarding disabled, the
@@ -202,6 +203,7 @@ impl<S: Storage> RawNode<S> {
             || raft.hard_state() != self.previous_hard_state
             || raft.has_messages()
             || raft.has_read_news()
+            || raft.has_refused_proposals()
             || log.has_entries_to_persist()
             || log.snapshot_to_persist().is_some()
             || log.has_entries_to_apply(!raft.config().async_storage_writes)
@@ -276,6 +278,7 @@ impl<S: Storage> RawNode<S> {
             committed_entries,
             read_states: self.raft.take_read_states(),
             dropped_reads: self.raft.take_dropped_reads(),
+            refused_proposals: self.raft.take_refused_proposals(),
             must_sync,
             persist_marker,
             last_committed,
@@ -334,9 +337,10 @@ impl<S: Storage> RawNode<S> {
     /// three voters (or grow to three *before* a node fails); a two-node
     /// cluster tolerates no failure at all.
     ///
-    /// A change forwarded by a follower and refused by the leader (one is
-    /// already pending) is dropped there: the follower's caller learns it
-    /// only by timing out. Propose changes on the leader for a prompt answer.
+    /// On a follower the change is forwarded and judged by the leader; if
+    /// the leader refuses it (one is already pending, or it is invalid), it
+    /// comes back in the follower's [`Ready::refused_proposals`] with the
+    /// reason.
     ///
     /// # Errors
     /// [`ProposalError::ConfChangePending`](crate::ProposalError::ConfChangePending),

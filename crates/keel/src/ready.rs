@@ -1,6 +1,6 @@
 //! [`Ready`]: everything the core asks the runtime to do.
 
-use crate::message::Envelope;
+use crate::message::{Envelope, RefusedProposal};
 use crate::raft::{ReadState, Role};
 use crate::types::{Entry, HardState, Index, LogId, NodeId, SnapshotMetadata};
 
@@ -52,6 +52,7 @@ pub struct Ready {
     pub(crate) committed_entries: Vec<Entry>,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) dropped_reads: Vec<bytes::Bytes>,
+    pub(crate) refused_proposals: Vec<RefusedProposal>,
     pub(crate) must_sync: bool,
     pub(crate) persist_marker: PersistMarker,
     pub(crate) last_committed: Option<Index>,
@@ -135,6 +136,19 @@ impl Ready {
     /// for a timeout.
     pub fn dropped_reads(&self) -> &[bytes::Bytes] {
         &self.dropped_reads
+    }
+
+    /// This node's proposals that it forwarded to the leader and the leader
+    /// refused (each with its reason): fail their callers now instead of
+    /// waiting for a timeout. A refusal can be lost like any message, so
+    /// callers still need a timeout.
+    pub fn refused_proposals(&self) -> &[RefusedProposal] {
+        &self.refused_proposals
+    }
+
+    /// Takes the refused proposals.
+    pub fn take_refused_proposals(&mut self) -> Vec<RefusedProposal> {
+        std::mem::take(&mut self.refused_proposals)
     }
 
     /// Whether the writes must be fsynced before the persisted messages go

@@ -429,7 +429,7 @@ fn a_refused_batch_leaves_no_entry_behind() {
 }
 
 #[test]
-fn a_forwarded_batch_with_two_membership_changes_is_dropped_whole() {
+fn a_forwarded_batch_with_two_membership_changes_is_refused_whole() {
     let mut cluster = led_cluster();
     let before = cluster.node(id(1)).status();
     let change = keel::ConfChange::add_learner(id(4));
@@ -440,16 +440,32 @@ fn a_forwarded_batch_with_two_membership_changes_is_dropped_whole() {
         proposal(EntryKind::Normal, Bytes::from_static(b"x")),
         proposal(change.entry_kind(), change.encode()),
         proposal(change.entry_kind(), change.encode()),
+        proposal(EntryKind::Normal, Bytes::from_static(b"y")),
     ];
     let envelope = Envelope::new(
         id(2),
         id(1),
         Term::new(1),
-        Message::Propose(keel::ForwardedProposal { entries }),
+        Message::Propose(keel::ForwardedProposal {
+            entries: entries.clone(),
+        }),
     );
-    // Refused forwarded proposals are dropped (the follower's caller times
-    // out): no error, and no trace in the log.
     cluster.node_mut(id(1)).step(envelope).unwrap();
     cluster.node_mut(id(1)).check_invariants().unwrap();
+    // No trace in the leader's log...
     assert_eq!(cluster.node(id(1)).status(), before);
+    // ...and the whole batch goes back to the follower that forwarded it,
+    // in order, the entries after the bad one included.
+    let mut ready = cluster.node_mut(id(1)).ready().unwrap();
+    assert!(ready.entries().is_empty());
+    let messages = ready.take_messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].to, id(2));
+    assert_eq!(
+        messages[0].message,
+        Message::ProposalRefused(keel::RefusedProposal {
+            entries,
+            reason: keel::RefusalReason::Invalid,
+        })
+    );
 }

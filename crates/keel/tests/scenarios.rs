@@ -146,6 +146,7 @@ scenarios!(
     two_node_removal_trap,
     remove_leader,
     conf_change_pending_refused,
+    forwarded_proposal_refused,
     removed_server_cannot_disrupt,
     transfer_leader_success,
     transfer_leader_lagging_target,
@@ -1408,6 +1409,15 @@ fn write_ready(id: NodeId, ready: &Ready, mode: &str, out: &mut String) {
     for context in ready.dropped_reads() {
         writeln!(out, "  dropped-read: context={}", format_data(context)).unwrap();
     }
+    for refused in ready.refused_proposals() {
+        writeln!(
+            out,
+            "  refused: reason={:?} entries=[{}]",
+            refused.reason,
+            format_proposed(&refused.entries)
+        )
+        .unwrap();
+    }
 }
 
 fn format_ids(ids: &std::collections::BTreeSet<NodeId>) -> String {
@@ -1513,6 +1523,7 @@ fn kind_name(message: &Message) -> &'static str {
         Message::ReadIndex(_) => "read-index",
         Message::ReadIndexResponse(_) => "read-index-resp",
         Message::Propose(_) => "propose",
+        Message::ProposalRefused(_) => "proposal-refused",
     }
 }
 
@@ -1576,19 +1587,29 @@ fn format_envelope(envelope: &Envelope) -> String {
         )
         .unwrap(),
         Message::Propose(proposal) => {
-            let parts: Vec<String> = proposal
-                .entries
-                .iter()
-                .map(|entry| {
-                    if entry.kind.is_conf_change() {
-                        format!("conf({})", format_conf_change(&entry.data))
-                    } else {
-                        format_data(&entry.data)
-                    }
-                })
-                .collect();
-            write!(line, " entries=[{}]", parts.join(" ")).unwrap();
+            write!(line, " entries=[{}]", format_proposed(&proposal.entries)).unwrap();
         }
+        Message::ProposalRefused(refused) => write!(
+            line,
+            " reason={:?} entries=[{}]",
+            refused.reason,
+            format_proposed(&refused.entries)
+        )
+        .unwrap(),
     }
     line
+}
+
+fn format_proposed(entries: &[keel::ProposedEntry]) -> String {
+    let parts: Vec<String> = entries
+        .iter()
+        .map(|entry| {
+            if entry.kind.is_conf_change() {
+                format!("conf({})", format_conf_change(&entry.data))
+            } else {
+                format_data(&entry.data)
+            }
+        })
+        .collect();
+    parts.join(" ")
 }

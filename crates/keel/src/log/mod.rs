@@ -225,9 +225,10 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Takes back the leader's entries after `last`, appended by a proposal
-    /// that was then refused. They must not have been handed out yet.
-    pub(crate) fn discard_unstable_after(&mut self, last: Index) {
-        self.unstable.discard_after(last);
+    /// that was then refused, and returns them. They must not have been
+    /// handed out yet.
+    pub(crate) fn discard_unstable_after(&mut self, last: Index) -> Vec<Entry> {
+        self.unstable.discard_after(last)
     }
 
     /// Raises the commit index (never lowers it).

@@ -185,16 +185,19 @@ impl Unstable {
         entry.data = data;
     }
 
-    /// Drops the entries after `last`, which were never handed out for
-    /// persistence (a refused proposal's).
-    pub(crate) fn discard_after(&mut self, last: Index) {
+    /// Takes out and returns the entries after `last`, which were never
+    /// handed out for persistence (a refused proposal's).
+    pub(crate) fn discard_after(&mut self, last: Index) -> Vec<Entry> {
         let keep = last.next().distance_from(self.offset) as usize;
         assert!(
             self.in_progress <= last.next(),
             "discarding entries after {last} that are being persisted (up to {})",
             self.in_progress
         );
-        self.entries.truncate(keep);
+        if keep >= self.entries.len() {
+            return Vec::new();
+        }
+        self.entries.drain(keep..).collect()
     }
 
     /// Appends one entry at the end (the leader's path).

@@ -77,12 +77,6 @@ impl PayloadArena {
         })
     }
 
-    /// Forgets the pending copies (their batch was refused).
-    pub(crate) fn abandon(&mut self) {
-        self.chunk.clear();
-        self.pending.clear();
-    }
-
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         if !self.pending.is_empty() || !self.chunk.is_empty() {
             return Err(format!(
@@ -145,15 +139,5 @@ mod tests {
         assert!(!PayloadArena::wants(&[]));
         assert!(PayloadArena::wants(&[0; SMALL_PAYLOAD_BYTES_MAX]));
         assert!(!PayloadArena::wants(&[0; SMALL_PAYLOAD_BYTES_MAX + 1]));
-    }
-
-    #[test]
-    fn an_abandoned_batch_leaves_nothing_pending() {
-        let mut arena = PayloadArena::default();
-        arena.copy_in(Index::new(1), b"refused");
-        arena.abandon();
-        arena.check_invariants().unwrap();
-        let stored = store_all(&mut arena, &[b"kept".to_vec()]);
-        assert_eq!(&stored[0].1[..], b"kept");
     }
 }

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use crate::error::{Error, ProposalError, StepError};
 use crate::log::ReadEntriesError;
 use crate::message::{
-    Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, Message, ProposedEntry,
+    Append, AppendResponse, Envelope, ForwardedProposal, Heartbeat, Message, ProposedEntry, RefusalReason,
+    RefusedProposal,
 };
 use crate::raft::arena::PayloadArena;
 use crate::raft::{Raft, Role};
@@ -33,28 +34,11 @@ impl<S: Storage> Raft<S> {
     where
         I: IntoIterator<Item = (EntryKind, Bytes)>,
     {
-        let entries = entries.into_iter();
+        let mut entries = entries.into_iter();
         match self.role {
-            Role::Leader => {
-                if !self.tracker.is_member(self.id) {
-                    return Err(ProposalError::NotMember.into());
-                }
-                if self.transfer_target.is_some() {
-                    return Err(ProposalError::TransferInProgress.into());
-                }
-                // One pass over the batch: each entry is checked and
-                // appended as it comes (the payloads are moved, never
-                // cloned), and a refused batch is taken back out whole. No
-                // `Ready` has seen the new entries yet, so nothing else
-                // knows of them.
-                let last_before = self.log.last_index();
-                let result = self.append_proposals(entries);
-                if result.is_err() {
-                    self.arena.abandon();
-                    self.log.discard_unstable_after(last_before);
-                }
-                result
-            }
+            Role::Leader => self
+                .propose_as_leader(&mut entries)
+                .map_err(|(error, _taken_back)| error),
             _ => {
                 let Some(leader) = self.leader else {
                     return Err(ProposalError::NoLeader.into());
@@ -69,10 +53,49 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// The leader's side of [`Raft::propose`]. On a refusal it hands back
+    /// the entries it had already appended (and took out again); with
+    /// what `entries` still holds, that is the whole batch.
+    fn propose_as_leader(
+        &mut self,
+        entries: &mut impl Iterator<Item = (EntryKind, Bytes)>,
+    ) -> Result<(), (Error, Vec<Entry>)> {
+        debug_assert_eq!(self.role, Role::Leader);
+        if !self.tracker.is_member(self.id) {
+            return Err((ProposalError::NotMember.into(), Vec::new()));
+        }
+        if self.transfer_target.is_some() {
+            return Err((ProposalError::TransferInProgress.into(), Vec::new()));
+        }
+        // One pass over the batch: each entry is checked and appended as it
+        // comes (the payloads are moved, never cloned), and a refused batch
+        // is taken back out whole. No `Ready` has seen the new entries yet,
+        // so nothing else knows of them.
+        let last_before = self.log.last_index();
+        match self.append_proposals(entries) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // Sealed first, so that what is taken back has its data.
+                self.seal_payloads();
+                Err((error, self.log.discard_unstable_after(last_before)))
+            }
+        }
+    }
+
+    /// Refuses forwarded proposals back to `from`, who forwarded them.
+    fn refuse_forwarded(&mut self, from: NodeId, error: &ProposalError, entries: Vec<ProposedEntry>) {
+        let refused = RefusedProposal {
+            entries,
+            reason: RefusalReason::of(error),
+        };
+        self.send(from, Message::ProposalRefused(refused));
+    }
+
     /// Appends a batch of proposals to the leader's log, checking each
     /// membership change and then the uncommitted-bytes cap for the whole
-    /// batch. On an error some of the batch may be in the log: the caller
-    /// discards it.
+    /// batch. On an error some of the batch may be in the log (the entry
+    /// found wrong included: every entry taken from `entries` is), and the
+    /// caller discards it.
     fn append_proposals(&mut self, entries: impl Iterator<Item = (EntryKind, Bytes)>) -> Result<(), Error> {
         debug_assert_eq!(self.role, Role::Leader);
         let mut index = self.log.last_index();
@@ -80,13 +103,14 @@ impl<S: Storage> Raft<S> {
         let mut conf_change_index = None;
         for (kind, data) in entries {
             index = index.next();
-            if kind.is_conf_change() {
-                if conf_change_index.is_some() {
-                    return Err(ProposalError::Malformed("more than one conf change in a batch").into());
-                }
-                self.check_conf_change_proposal(&data)?;
+            let check = if !kind.is_conf_change() {
+                Ok(())
+            } else if conf_change_index.is_some() {
+                Err(ProposalError::Malformed("more than one conf change in a batch").into())
+            } else {
                 conf_change_index = Some(index);
-            }
+                self.check_conf_change_proposal(&data)
+            };
             proposed_bytes += data.len() as u64;
             let data = if PayloadArena::wants(&data) {
                 if !self.arena.has_room(data.len()) {
@@ -99,6 +123,9 @@ impl<S: Storage> Raft<S> {
                 data
             };
             self.log.push(Entry::new(self.term, index, kind, data));
+            // Checked before, failed after the push: a refused entry is
+            // taken back with the rest, and handed back whole.
+            check?;
         }
         self.seal_payloads();
         if !self
@@ -339,12 +366,24 @@ impl<S: Storage> Raft<S> {
                 self.leader_read_index(request.context, super::ReadMode::Safe, Some(from))
             }
             Message::Propose(proposal) => {
-                // Dropped if refused: the follower's caller times out, as it
-                // would if the message were lost.
-                let entries = proposal.entries.into_iter().map(|entry| (entry.kind, entry.data));
-                match self.propose(entries) {
-                    Err(Error::Proposal(_)) => Ok(()),
-                    other => other,
+                let mut entries = proposal.entries.into_iter().map(|entry| (entry.kind, entry.data));
+                match self.propose_as_leader(&mut entries) {
+                    Ok(()) => Ok(()),
+                    // Handed back whole, so that the follower's callers
+                    // learn it at once (if this is lost, they time out).
+                    Err((Error::Proposal(error), taken_back)) => {
+                        let mut refused: Vec<ProposedEntry> = taken_back
+                            .into_iter()
+                            .map(|entry| ProposedEntry {
+                                kind: entry.kind,
+                                data: entry.data,
+                            })
+                            .collect();
+                        refused.extend(entries.map(|(kind, data)| ProposedEntry { kind, data }));
+                        self.refuse_forwarded(from, &error, refused);
+                        Ok(())
+                    }
+                    Err((error, _)) => Err(error),
                 }
             }
             Message::Append(_) | Message::Heartbeat(_) | Message::Snapshot(_) => {

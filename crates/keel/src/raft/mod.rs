@@ -112,6 +112,9 @@ pub(crate) struct Raft<S> {
     read_states: Vec<ReadState>,
     /// Contexts of local reads abandoned when leadership was lost.
     dropped_reads: Vec<bytes::Bytes>,
+    /// This node's forwarded proposals that the leader refused, for the
+    /// next `Ready`.
+    refused_proposals: Vec<crate::message::RefusedProposal>,
     /// The node leadership is being transferred to (leader only).
     transfer_target: Option<NodeId>,
     /// Leader ticks since the transfer started.
@@ -167,6 +170,7 @@ impl<S: Storage> Raft<S> {
             reads: Reads::default(),
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
+            refused_proposals: Vec::new(),
             transfer_target: None,
             transfer_elapsed_ticks: 0,
             arena: arena::PayloadArena::default(),
@@ -243,6 +247,14 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn has_read_news(&self) -> bool {
         !self.read_states.is_empty() || !self.dropped_reads.is_empty()
+    }
+
+    pub(crate) fn has_refused_proposals(&self) -> bool {
+        !self.refused_proposals.is_empty()
+    }
+
+    pub(crate) fn take_refused_proposals(&mut self) -> Vec<crate::message::RefusedProposal> {
+        std::mem::take(&mut self.refused_proposals)
     }
 
     pub(crate) fn take_read_states(&mut self) -> Vec<ReadState> {
@@ -332,6 +344,12 @@ impl<S: Storage> Raft<S> {
         }
         if let Message::Vote(request) = envelope.message {
             return self.handle_vote_request(envelope.from, envelope.term, request);
+        }
+        if let Message::ProposalRefused(refused) = envelope.message {
+            // This node forwarded them; whatever its role now, their
+            // callers are waiting.
+            self.refused_proposals.push(refused);
+            return Ok(());
         }
         match self.role {
             Role::Follower => self.step_follower(envelope),
