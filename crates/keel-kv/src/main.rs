@@ -203,6 +203,21 @@ struct ServeArgs {
     /// are refused.
     #[arg(long, default_value_t = 0x6b65_656c)]
     cluster_id: u64,
+    /// Peer traffic over mutual TLS: this node's certificate chain (PEM,
+    /// leaf first), which must name the host of --peer-addr. Needs
+    /// --peer-tls-key and --peer-tls-ca; every member must use TLS.
+    #[arg(long, requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// This node's private key for peer TLS (PEM).
+    #[arg(long, requires = "peer_tls_cert")]
+    peer_tls_key: Option<PathBuf>,
+    /// The CA certificates peers' certificates must chain to (PEM).
+    #[arg(long, requires = "peer_tls_cert")]
+    peer_tls_ca: Option<PathBuf>,
+    /// Also require every member's certificate to name its node id, as the
+    /// DNS name `keel-node-<id>`, so that no member can pose as another.
+    #[arg(long, requires = "peer_tls_cert")]
+    peer_tls_require_node_names: bool,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -438,6 +453,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .saturating_mul(2)
         .saturating_add(1024 * 1024);
     network.max_frame_bytes = frame_bytes.clamp(16 * 1024 * 1024, u32::MAX as u64) as u32;
+    if let (Some(cert_path), Some(key_path), Some(ca_path)) = (
+        args.peer_tls_cert.clone(),
+        args.peer_tls_key.clone(),
+        args.peer_tls_ca.clone(),
+    ) {
+        network.tls = Some(keel_net::TlsConfig {
+            cert_path,
+            key_path,
+            ca_path,
+            require_node_names: args.peer_tls_require_node_names,
+        });
+    }
     let (sender, receiver) = keel_node::inbound_channel();
     // keel-node implements its `Transport` for keel-net's `Network`, and
     // the network delivers straight into the node's inbound channel.

@@ -13,6 +13,16 @@ use crate::NetError;
 /// Paths of the PEM files for mutual TLS. Every connection, in both
 /// directions, is authenticated with certificates issued by the CA in
 /// `ca_path`; a peer whose certificate chains to another CA is refused.
+///
+/// With `require_node_names`, a certificate also vouches for one node id:
+/// it must carry the DNS subject alternative name `keel-node-<id>` of the
+/// node that presents it (see [`TlsConfig::node_name`]), so that a member
+/// holding a valid certificate cannot pose as another member.
+///
+/// ```
+/// use keel::NodeId;
+/// assert_eq!(keel_net::TlsConfig::node_name(NodeId::new(3)), "keel-node-3");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
     /// This node's certificate chain (PEM, leaf first). It must name, as a
@@ -22,6 +32,17 @@ pub struct TlsConfig {
     pub key_path: PathBuf,
     /// The CA certificates that peers' certificates must chain to (PEM).
     pub ca_path: PathBuf,
+    /// Whether a peer's certificate must name the node id it claims (the
+    /// dialler's in its handshake, the listener's as the node dialled).
+    pub require_node_names: bool,
+}
+
+impl TlsConfig {
+    /// The DNS name a certificate carries to vouch for node `id` (with
+    /// `require_node_names`).
+    pub fn node_name(id: NodeId) -> String {
+        format!("keel-node-{}", id.get())
+    }
 }
 
 /// Everything the transport needs to know. Build one with

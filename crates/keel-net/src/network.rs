@@ -35,7 +35,7 @@ use crate::codec::{
 };
 use crate::frame::{FrameError, FrameReader};
 use crate::tls::TlsContext;
-use crate::{snapshot, NetworkConfig};
+use crate::{snapshot, NetworkConfig, TlsConfig};
 
 /// The most inbound connections a configuration may allow (a semaphore
 /// bound, and far more than a Raft cluster has peers).
@@ -117,6 +117,8 @@ pub(crate) enum ConnectError {
     Protocol(String),
     #[error("invalid TLS server name {0:?}")]
     ServerName(String),
+    #[error("the peer's certificate does not name {0} (keel-node-<id>)")]
+    Identity(NodeId),
 }
 
 /// A byte stream, plain TCP or TLS.
@@ -401,7 +403,13 @@ impl Shared {
                 let host = host_of(address);
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|_| ConnectError::ServerName(host.to_string()))?;
-                Box::new(tls.connector.connect(name, tcp).await?)
+                let stream = tls.connector.connect(name, tcp).await?;
+                if tls.require_node_names
+                    && !crate::tls::names_node(stream.get_ref().1.peer_certificates(), to)
+                {
+                    return Err(ConnectError::Identity(to));
+                }
+                Box::new(stream)
             }
         };
         let handshake = Handshake {
@@ -759,14 +767,23 @@ async fn accept_handshake(
 ) -> Result<(FrameReader<BoxStream>, Handshake), String> {
     tcp.set_nodelay(true)
         .map_err(|error| format!("set_nodelay: {error}"))?;
+    // With node names required: the identities the dialler's certificate
+    // vouches for are checked against its handshake below.
+    let mut vouched: Option<Vec<rustls::pki_types::CertificateDer<'static>>> = None;
     let stream: BoxStream = match &shared.tls {
         None => Box::new(tcp),
-        Some(tls) => Box::new(
-            tls.acceptor
+        Some(tls) => {
+            let stream = tls
+                .acceptor
                 .accept(tcp)
                 .await
-                .map_err(|error| format!("TLS handshake failed: {error}"))?,
-        ),
+                .map_err(|error| format!("TLS handshake failed: {error}"))?;
+            if tls.require_node_names {
+                let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+                vouched = Some(chain.iter().map(|cert| cert.clone().into_owned()).collect());
+            }
+            Box::new(stream)
+        }
     };
     let mut frames = FrameReader::new(stream, HANDSHAKE_BYTES_MAX as u32);
     let body = match frames.next_frame().await {
@@ -775,7 +792,13 @@ async fn accept_handshake(
         Err(error) => return Err(format!("bad handshake frame: {error}")),
     };
     let handshake = codec::decode_handshake(body).map_err(|error| format!("bad handshake: {error}"))?;
-    let status = judge(&shared.config, &handshake);
+    let mut status = judge(&shared.config, &handshake);
+    if let Some(chain) = &vouched {
+        if status == HandshakeStatus::Accepted && !crate::tls::names_node(Some(chain), handshake.from) {
+            warn!(node = %shared.config.node_id, peer = %handshake.from, "refusing connection: the certificate does not name {}", TlsConfig::node_name(handshake.from));
+            status = HandshakeStatus::WrongNode;
+        }
+    }
     let mut reply = BytesMut::with_capacity(FRAME_HEADER_BYTES + HANDSHAKE_REPLY_BYTES);
     reply.put_u32(HANDSHAKE_REPLY_BYTES as u32);
     codec::encode_handshake_reply(status, &mut reply);

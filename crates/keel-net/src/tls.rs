@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use keel::NodeId;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -16,6 +17,24 @@ use crate::{NetError, TlsConfig};
 pub(crate) struct TlsContext {
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) connector: TlsConnector,
+    /// `TlsConfig::require_node_names`.
+    pub(crate) require_node_names: bool,
+}
+
+/// Whether `certificates` (a peer's chain, leaf first) vouch for node `id`:
+/// the leaf names [`TlsConfig::node_name`]. The chain itself was already
+/// verified by the TLS handshake.
+pub(crate) fn names_node(certificates: Option<&[CertificateDer<'_>]>, id: NodeId) -> bool {
+    let Some(leaf) = certificates.and_then(|chain| chain.first()) else {
+        return false;
+    };
+    let Ok(leaf) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(TlsConfig::node_name(id)) else {
+        return false;
+    };
+    leaf.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
 fn tls_error(path: &Path, reason: impl std::fmt::Display) -> NetError {
@@ -67,6 +86,7 @@ impl TlsContext {
         Ok(TlsContext {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
+            require_node_names: config.require_node_names,
         })
     }
 }

@@ -31,9 +31,21 @@ fn authority(name: &str) -> Authority {
 /// Writes a node certificate issued by `issuer` and returns the TLS config
 /// that trusts `trusted`.
 fn node_tls(dir: &Path, name: &str, issuer: &Authority, trusted: &Authority) -> TlsConfig {
+    named_node_tls(dir, name, issuer, trusted, &[])
+}
+
+/// [`node_tls`] with extra DNS names in the certificate (node names).
+fn named_node_tls(
+    dir: &Path,
+    name: &str,
+    issuer: &Authority,
+    trusted: &Authority,
+    extra_names: &[String],
+) -> TlsConfig {
     let key = KeyPair::generate().expect("node key");
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("node params");
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend_from_slice(extra_names);
+    let mut params = CertificateParams::new(names).expect("node params");
     params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -46,6 +58,7 @@ fn node_tls(dir: &Path, name: &str, issuer: &Authority, trusted: &Authority) -> 
         cert_path: dir.join(format!("{name}.crt")),
         key_path: dir.join(format!("{name}.key")),
         ca_path: dir.join(format!("{name}-ca.crt")),
+        require_node_names: false,
     };
     std::fs::write(&tls.cert_path, cert.pem()).expect("write cert");
     std::fs::write(&tls.key_path, key.serialize_pem()).expect("write key");
@@ -118,8 +131,63 @@ async fn missing_tls_files_are_a_start_error() {
         cert_path: dir.path().join("none.crt"),
         key_path: dir.path().join("none.key"),
         ca_path: dir.path().join("none-ca.crt"),
+        require_node_names: false,
     });
     let (sender, _inbound) = tokio::sync::mpsc::channel(1);
     let error = Network::start(settings, sender).await.err().expect("start fails");
     assert!(matches!(error, NetError::Tls { .. }), "{error}");
+}
+
+/// A TLS config for node `id` whose certificate names `named` (usually
+/// itself), requiring node names of its peers.
+fn bound_tls(dir: &Path, id: u64, named: u64, ca: &Authority) -> TlsConfig {
+    let name = TlsConfig::node_name(NodeId::new(named));
+    let mut tls = named_node_tls(dir, &format!("node-{id}"), ca, ca, &[name]);
+    tls.require_node_names = true;
+    tls
+}
+
+#[tokio::test]
+async fn certificates_that_name_their_nodes_let_them_talk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = authority("cluster CA");
+    let mut a_config = config(7, 1, dir.path());
+    a_config.tls = Some(bound_tls(dir.path(), 1, 1, &ca));
+    let mut b_config = config(7, 2, dir.path());
+    b_config.tls = Some(bound_tls(dir.path(), 2, 2, &ca));
+    let mut a = start(a_config).await;
+    let mut b = start(b_config).await;
+    a.network.set_peer(NodeId::new(2), b.addr());
+    b.network.set_peer(NodeId::new(1), a.addr());
+    a.network.send(heartbeat(1, 2, 5));
+    assert_eq!(b.expect_message().await, heartbeat(1, 2, 5));
+    b.network.send(heartbeat(2, 1, 6));
+    assert_eq!(a.expect_message().await, heartbeat(2, 1, 6));
+    a.network.shutdown().await;
+    b.network.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_cannot_pose_as_another_with_its_valid_certificate() {
+    // Goal: node 3 holds a certificate from the cluster CA, but it names
+    // node 3. Posing as node 2, it is refused when it dials node 1; and
+    // node 1, dialling "node 2" at node 3's address, refuses the answer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = authority("cluster CA");
+    let mut a_config = config(7, 1, dir.path());
+    a_config.tls = Some(bound_tls(dir.path(), 1, 1, &ca));
+    let mut impostor_config = config(7, 2, dir.path());
+    impostor_config.tls = Some(bound_tls(dir.path(), 2, 3, &ca));
+    let mut a = start(a_config).await;
+    let mut impostor = start(impostor_config).await;
+    impostor.network.set_peer(NodeId::new(1), a.addr());
+    impostor.network.send(heartbeat(2, 1, 1));
+    impostor.expect_unreachable(1).await;
+    a.expect_no_message(Duration::from_millis(200)).await;
+    a.network.set_peer(NodeId::new(2), impostor.addr());
+    a.network.send(heartbeat(1, 2, 1));
+    a.expect_unreachable(2).await;
+    impostor.expect_no_message(Duration::from_millis(200)).await;
+    a.network.shutdown().await;
+    impostor.network.shutdown().await;
 }
