@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keel::{
@@ -194,6 +195,8 @@ pub struct LogStore {
     /// Set by the first failed write; every later write is refused.
     write_failure: Option<Arc<str>>,
     recovered_torn_tail: Option<TornTail>,
+    /// How long the `fdatasync` of the last write that synced took.
+    last_sync_duration: Option<Duration>,
 }
 
 impl LogStore {
@@ -271,6 +274,7 @@ impl LogStore {
             active,
             batch_buffer: Vec::new(),
             write_failure: None,
+            last_sync_duration: None,
             recovered_torn_tail: found.torn_tail,
         })
     }
@@ -318,6 +322,14 @@ impl LogStore {
         }
     }
 
+    /// How long the `fdatasync` of the last write that reached the disk
+    /// took (the rest of [`LogStore::write`] is encoding and the append):
+    /// for metrics that tell a slow disk from a slow writer. `None` before
+    /// the first such write.
+    pub fn last_sync_duration(&self) -> Option<Duration> {
+        self.last_sync_duration
+    }
+
     /// How many segment files the log has.
     pub fn segment_count(&self) -> usize {
         self.readers.len()
@@ -348,12 +360,14 @@ impl LogStore {
         let entry_records = self.encode(&plan);
         let base_offset = self.active.writer.length_bytes();
         let path = &self.active.path;
+        let mut sync_started = None;
         let written = self
             .active
             .writer
             .append(&self.batch_buffer)
             .map_err(LogError::io("append to", path))
             .and_then(|()| {
+                sync_started = Some(Instant::now());
                 self.active
                     .writer
                     .sync_data()
@@ -362,6 +376,7 @@ impl LogStore {
         if let Err(error) = written {
             return Err(self.refuse_writes(error));
         }
+        self.last_sync_duration = sync_started.map(|started| started.elapsed());
         self.active.has_checkpoint = true;
         self.apply(&plan, base_offset, &entry_records);
         if let Err(error) = self.delete_unneeded_segments() {

@@ -373,3 +373,21 @@ fn the_check_command_reports_health_and_damage() {
     let usage = Command::new(binary).arg("bogus").output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn the_sync_time_is_reported_for_writes_that_reach_the_disk_only() {
+    let file_system = Arc::new(MemoryFileSystem::new(14));
+    let mut store = open(&file_system, LogConfig::default()).unwrap();
+    assert_eq!(store.last_sync_duration(), None);
+    // A rejected write (a gap) does not touch the disk.
+    assert!(store.append(&entries(1, 5, 6)).is_err());
+    assert_eq!(store.last_sync_duration(), None);
+    let started = std::time::Instant::now();
+    store.append(&entries(1, 1, 3)).unwrap();
+    let whole_write = started.elapsed();
+    let sync = store.last_sync_duration().expect("a sync was timed");
+    assert!(
+        sync <= whole_write,
+        "sync {sync:?} longer than the write {whole_write:?}"
+    );
+}

@@ -123,7 +123,10 @@ impl<M: StateMachine> DiskWriter<M> {
             self.log
                 .write(&batch)
                 .map_err(|error| format!("log write failed: {error}"))?;
-            self.metrics.record_fsync(writing.elapsed());
+            self.metrics.record_log_write(writing.elapsed());
+            if let Some(sync) = self.log.last_sync_duration() {
+                self.metrics.record_fsync(sync);
+            }
         }
         self.memory
             .append(&entries)

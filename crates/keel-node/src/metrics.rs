@@ -24,7 +24,8 @@
 //! | `keel_snapshots_sent_total` | counter | snapshots delivered to a follower (`outcome` label: `delivered` or `failed`) |
 //! | `keel_snapshots_installed_total` | counter | snapshots received from a leader and installed |
 //! | `keel_append_seconds` | histogram | one group commit on the disk thread: the log write with its fsync, plus the in-memory mirror |
-//! | `keel_fsync_seconds` | histogram | keel-log's `LogStore::write` alone (write and fsync: keel-log does not report the fsync apart) |
+//! | `keel_log_write_seconds` | histogram | keel-log's `LogStore::write` alone: encoding, the append and the fsync |
+//! | `keel_fsync_seconds` | histogram | the `fdatasync` of each log write alone (the disk's share) |
 //! | `keel_apply_seconds` | histogram | applying one batch of committed entries to the state machine |
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +65,9 @@ pub mod names {
     pub const SNAPSHOTS_INSTALLED: &str = "keel_snapshots_installed_total";
     /// Histogram (seconds): one group commit on the disk thread.
     pub const APPEND_SECONDS: &str = "keel_append_seconds";
-    /// Histogram (seconds): `LogStore::write` (write and fsync).
+    /// Histogram (seconds): `LogStore::write` (encoding, append and fsync).
+    pub const LOG_WRITE_SECONDS: &str = "keel_log_write_seconds";
+    /// Histogram (seconds): the `fdatasync` of one log write.
     pub const FSYNC_SECONDS: &str = "keel_fsync_seconds";
     /// Histogram (seconds): applying one batch of committed entries.
     pub const APPLY_SECONDS: &str = "keel_apply_seconds";
@@ -137,6 +140,11 @@ impl Metrics {
 
     pub(crate) fn record_append(&self, elapsed: Duration) {
         metrics::histogram!(names::APPEND_SECONDS, "node" => self.node.clone()).record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn record_log_write(&self, elapsed: Duration) {
+        metrics::histogram!(names::LOG_WRITE_SECONDS, "node" => self.node.clone())
+            .record(elapsed.as_secs_f64());
     }
 
     pub(crate) fn record_fsync(&self, elapsed: Duration) {
