@@ -198,10 +198,61 @@ async fn wait_for_stop_signal() -> &'static str {
     }
 }
 
-/// Runs the local cluster until Ctrl-C.
+/// A node that exits is started again after this long, doubled after
+/// each exit that came soon after a start, up to `RESTART_DELAY_MAX`.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
+/// An exit within this long of a start counts as a failure to start.
+const QUICK_EXIT: Duration = Duration::from_secs(10);
+/// After this many failures to start in a row, the runner gives up.
+const QUICK_EXITS_MAX: u32 = 5;
+
+/// One node process and what the runner knows of its restarts.
+struct Supervised<'a> {
+    node: &'a LocalNode,
+    /// `None` while waiting to be restarted.
+    child: Option<Child>,
+    started: Instant,
+    restart_at: Option<Instant>,
+    quick_exits: u32,
+}
+
+/// Starts `node`'s `keel-kv serve`, its output appended to its log.
+fn spawn_node(
+    executable: &Path,
+    layout: &Layout,
+    node: &LocalNode,
+    options: &ClusterOptions,
+) -> Result<Child, String> {
+    let log_path = options.data_dir.join(format!("node-{}.log", node.id));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|error| format!("opening {}: {error}", log_path.display()))?;
+    let log_copy = log.try_clone().map_err(|error| error.to_string())?;
+    Command::new(executable)
+        .args(serve_arguments(
+            layout,
+            node,
+            &options.data_dir,
+            &options.log_format,
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_copy))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("starting node {}: {error}", node.id))
+}
+
+/// Runs the local cluster until Ctrl-C. A node that exits (a crash, or
+/// `kill -9` to watch a failover) is restarted after a short delay, so
+/// the cluster heals as a supervised deployment would; one that keeps
+/// exiting right after it starts makes the runner stop with the reason.
 ///
 /// # Errors
-/// A message when it cannot start.
+/// A message when it cannot start, or when a node keeps failing.
 pub async fn run(options: &ClusterOptions) -> Result<(), String> {
     let layout = load_or_create_layout(options)?;
     if layout.nodes.len() as u64 != options.nodes {
@@ -215,27 +266,7 @@ pub async fn run(options: &ClusterOptions) -> Result<(), String> {
         std::env::current_exe().map_err(|error| format!("cannot find this executable: {error}"))?;
     let mut children: Vec<(u64, Child)> = Vec::new();
     for node in &layout.nodes {
-        let log_path = options.data_dir.join(format!("node-{}.log", node.id));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|error| format!("opening {}: {error}", log_path.display()))?;
-        let log_copy = log.try_clone().map_err(|error| error.to_string())?;
-        let child = Command::new(&executable)
-            .args(serve_arguments(
-                &layout,
-                node,
-                &options.data_dir,
-                &options.log_format,
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_copy))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| format!("starting node {}: {error}", node.id))?;
-        children.push((node.id, child));
+        children.push((node.id, spawn_node(&executable, &layout, node, options)?));
     }
     let leader = match wait_for_leader(&layout, &mut children).await {
         Ok(leader) => leader,
@@ -247,29 +278,83 @@ pub async fn run(options: &ClusterOptions) -> Result<(), String> {
         }
     };
     print_banner(&layout, &options.data_dir, leader);
-    let reason = tokio::select! {
-        reason = wait_for_stop_signal() => reason.to_string(),
-        exited = wait_for_any_exit(&mut children) => exited,
+    let started = Instant::now();
+    let mut supervised: Vec<Supervised> = layout
+        .nodes
+        .iter()
+        .zip(children)
+        .map(|(node, (_, child))| Supervised {
+            node,
+            child: Some(child),
+            started,
+            restart_at: None,
+            quick_exits: 0,
+        })
+        .collect();
+    let outcome = tokio::select! {
+        reason = wait_for_stop_signal() => Ok(reason.to_string()),
+        failed = supervise(&executable, &layout, options, &mut supervised) => Err(failed),
+    };
+    let reason = match &outcome {
+        Ok(reason) | Err(reason) => reason.clone(),
     };
     println!("\nStopping the cluster ({reason})…");
-    for (_, child) in &mut children {
-        stop_child(child, Duration::from_secs(5)).await;
+    for member in &mut supervised {
+        if let Some(child) = &mut member.child {
+            stop_child(child, Duration::from_secs(5)).await;
+        }
     }
     println!(
         "Stopped. Data is kept in {}; run the same command to resume.",
         options.data_dir.display()
     );
-    Ok(())
+    outcome.map(|_| ())
 }
 
-async fn wait_for_any_exit(children: &mut [(u64, Child)]) -> String {
+/// Restarts nodes that exit; returns only when one keeps failing.
+async fn supervise(
+    executable: &Path,
+    layout: &Layout,
+    options: &ClusterOptions,
+    members: &mut [Supervised<'_>],
+) -> String {
     loop {
-        for (id, child) in children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return format!("node {id} exited: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = Instant::now();
+        for member in members.iter_mut() {
+            let id = member.node.id;
+            if let Some(child) = &mut member.child {
+                let Ok(Some(status)) = child.try_wait() else {
+                    continue;
+                };
+                member.child = None;
+                let ran = now.duration_since(member.started);
+                member.quick_exits = if ran < QUICK_EXIT {
+                    member.quick_exits + 1
+                } else {
+                    0
+                };
+                if member.quick_exits >= QUICK_EXITS_MAX {
+                    return format!(
+                        "node {id} exited {QUICK_EXITS_MAX} times within {QUICK_EXIT:?} of starting ({status}); see its log"
+                    );
+                }
+                let backoff = 2u32.pow(member.quick_exits.saturating_sub(1));
+                let delay = (RESTART_DELAY * backoff).min(RESTART_DELAY_MAX);
+                println!("node {id} exited ({status}); restarting it in {delay:?}");
+                member.restart_at = Some(now + delay);
+            } else if member.restart_at.is_some_and(|at| at <= now) {
+                member.restart_at = None;
+                member.started = now;
+                match spawn_node(executable, layout, member.node, options) {
+                    Ok(child) => {
+                        println!("node {id} restarted");
+                        member.child = Some(child);
+                    }
+                    Err(error) => return error,
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

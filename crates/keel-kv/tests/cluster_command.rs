@@ -1,6 +1,7 @@
 //! The README's main command, `keel-kv cluster`, as a user runs it: it
-//! starts, prints each node's address and curl examples that work, stops
-//! cleanly on Ctrl-C (SIGINT), and a second run resumes the same data.
+//! starts, prints each node's address and curl examples that work,
+//! restarts a node killed under it, stops cleanly on Ctrl-C (SIGINT), and a
+//! second run resumes the same data.
 
 #![allow(clippy::unwrap_used)]
 
@@ -56,6 +57,18 @@ impl Running {
                 Err(_) => panic!("no {marker:?} in the output: {seen:#?}"),
             }
         }
+    }
+
+    /// The node processes the runner started (its children, whichever of
+    /// its threads started them).
+    fn node_pids(&self) -> Vec<i32> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap();
+        let mut pids = Vec::new();
+        for task in tasks.map_while(Result::ok) {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pids.extend(children.split_whitespace().map(|pid| pid.parse::<i32>().unwrap()));
+        }
+        pids
     }
 
     fn interrupt(&mut self) {
@@ -129,6 +142,35 @@ fn the_cluster_command_starts_prints_working_examples_stops_and_resumes() {
     assert_eq!(curl(examples[1]), "hello, keel");
     let view: serde_json::Value = serde_json::from_str(&curl(examples[2])).unwrap();
     assert_eq!(view["members"].as_array().unwrap().len(), 3, "{view}");
+
+    // A node killed with SIGKILL is restarted by the runner and serves
+    // again (the last curl example reads through the last node).
+    let pids = running.node_pids();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    kill(Pid::from_raw(*pids.last().unwrap()), Signal::SIGKILL).unwrap();
+    let exited = running.read_until("restarted");
+    assert!(
+        exited
+            .iter()
+            .any(|line| line.contains("exited") && line.contains("restarting it")),
+        "{exited:#?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = Command::new("sh")
+            .args(["-c", &format!("{} --silent --max-time 2", examples[1].trim())])
+            .output()
+            .unwrap();
+        if output.status.success() && output.stdout == b"hello, keel" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted node never served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(running.node_pids().len(), 3);
     running.interrupt();
 
     // Run again: the same layout and data.
