@@ -30,10 +30,21 @@ pub struct RawNode<S: Storage> {
     /// [`RawNode::advance`], emptied: the next `Ready` fills it instead of
     /// allocating. Invariant: empty.
     spare_entries: Vec<Entry>,
+    /// The same for the committed entries buffer. Invariant: empty.
+    spare_committed: Vec<Entry>,
 }
 
 /// The largest entries buffer [`RawNode::advance`] keeps for reuse.
 const SPARE_ENTRIES_CAPACITY_MAX: usize = 1024;
+
+/// Keeps `buffer`, emptied, as `spare` if it is the larger (unless it grew
+/// large in a burst: a quiet node should not hold its peak).
+fn keep_spare(spare: &mut Vec<Entry>, mut buffer: Vec<Entry>) {
+    if buffer.capacity() <= SPARE_ENTRIES_CAPACITY_MAX && buffer.capacity() > spare.capacity() {
+        buffer.clear();
+        *spare = buffer;
+    }
+}
 
 /// The core must be movable to the runtime's thread.
 const _: () = {
@@ -61,6 +72,7 @@ impl<S: Storage> RawNode<S> {
             observed_term: previous_hard_state.term,
             observed_commit: previous_hard_state.commit,
             spare_entries: Vec::new(),
+            spare_committed: Vec::new(),
             raft,
         })
     }
@@ -231,12 +243,18 @@ impl<S: Storage> RawNode<S> {
         let hard_state = self.raft.hard_state();
         let allow_unpersisted = !self.raft.config().async_storage_writes;
         let max_bytes = self.raft.config().max_committed_bytes_per_ready;
-        let committed_entries = match self.raft.log().entries_to_apply(allow_unpersisted, max_bytes) {
-            Ok(entries) => entries,
+        let mut committed_entries = std::mem::take(&mut self.spare_committed);
+        match self
+            .raft
+            .log()
+            .entries_to_apply_into(allow_unpersisted, max_bytes, &mut committed_entries)
+        {
+            Ok(()) => {}
             Err(crate::log::ReadEntriesError::Fatal(error)) => return Err(error.into()),
-            // Compacted or temporarily unavailable: retry on the next Ready.
-            Err(_) => Vec::new(),
-        };
+            // Compacted or temporarily unavailable: retry on the next Ready
+            // (the buffer is left empty).
+            Err(_) => {}
+        }
         let log = self.raft.log();
         let to_persist = log.unstable_entries_to_persist();
         let mut entries = if self.spare_entries.capacity() >= to_persist.len() {
@@ -294,15 +312,12 @@ impl<S: Storage> RawNode<S> {
         if let Some(index) = applied {
             self.on_applied(index)?;
         }
-        // Keep the entries buffer for the next `Ready` (unless it grew
-        // large in a burst: a quiet node should not hold its peak).
-        let mut entries = std::mem::take(&mut ready.entries);
-        if entries.capacity() <= SPARE_ENTRIES_CAPACITY_MAX
-            && entries.capacity() > self.spare_entries.capacity()
-        {
-            entries.clear();
-            self.spare_entries = entries;
-        }
+        // Keep the buffers for the next `Ready`.
+        keep_spare(&mut self.spare_entries, std::mem::take(&mut ready.entries));
+        keep_spare(
+            &mut self.spare_committed,
+            std::mem::take(&mut ready.committed_entries),
+        );
         Ok(())
     }
 

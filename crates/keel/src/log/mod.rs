@@ -262,8 +262,30 @@ impl<S: Storage> RaftLog<S> {
         high: Index,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, ReadEntriesError> {
+        let mut out = if low >= self.unstable.offset() {
+            // Sized for the whole range (up to a bounded guess): one
+            // allocation rather than growth entry by entry.
+            const FIRST_CAPACITY_MAX: u64 = 256;
+            Vec::with_capacity(high.distance_from(low).min(FIRST_CAPACITY_MAX) as usize)
+        } else {
+            Vec::new()
+        };
+        self.entries_into(low, high, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`RaftLog::entries`] into `out`, which must be empty (and is left
+    /// empty on an error).
+    pub(crate) fn entries_into(
+        &self,
+        low: Index,
+        high: Index,
+        max_bytes: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), ReadEntriesError> {
+        debug_assert!(out.is_empty());
         if low >= high {
-            return Ok(Vec::new());
+            return Ok(());
         }
         // The unstable tail is always readable; below it, a pending
         // snapshot has replaced everything, and storage itself reports what
@@ -276,26 +298,23 @@ impl<S: Storage> RaftLog<S> {
             return Err(ReadEntriesError::Fatal(StorageError::Unavailable(high)));
         }
         let offset = self.unstable.offset();
-        let (mut out, bytes) = if low < offset {
+        let mut bytes = 0;
+        if low < offset {
             let stable_high = high.min(offset);
-            let out = self.storage.entries(low, stable_high, max_bytes)?;
+            if let Err(error) = self.storage.entries_into(low, stable_high, max_bytes, out) {
+                out.clear();
+                return Err(error.into());
+            }
             let complete = out.last().is_some_and(|entry| entry.index == stable_high.prev());
             if !complete || stable_high == high {
-                return Ok(out);
+                return Ok(());
             }
-            let bytes = out.iter().map(Entry::size_bytes).sum();
-            (out, bytes)
-        } else {
-            // Sized for the whole range (up to a bounded guess): one
-            // allocation rather than growth entry by entry.
-            const FIRST_CAPACITY_MAX: u64 = 256;
-            let capacity = high.distance_from(low).min(FIRST_CAPACITY_MAX) as usize;
-            (Vec::with_capacity(capacity), 0)
-        };
+            bytes = out.iter().map(Entry::size_bytes).sum();
+        }
         let low = low.max(offset);
         self.unstable
-            .copy_range(low, high, max_bytes.saturating_sub(bytes), &mut out);
-        Ok(out)
+            .copy_range(low, high, max_bytes.saturating_sub(bytes), out);
+        Ok(())
     }
 
     /// The highest index that may be handed out for applying: committed, and
@@ -317,17 +336,19 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.snapshot().is_none() && self.apply_limit(allow_unpersisted) > self.applying
     }
 
-    /// Committed entries not yet handed out for applying, up to `max_bytes`.
-    pub(crate) fn entries_to_apply(
+    /// Committed entries not yet handed out for applying, up to
+    /// `max_bytes`, into `out` (which must be empty).
+    pub(crate) fn entries_to_apply_into(
         &self,
         allow_unpersisted: bool,
         max_bytes: u64,
-    ) -> Result<Vec<Entry>, ReadEntriesError> {
+        out: &mut Vec<Entry>,
+    ) -> Result<(), ReadEntriesError> {
         if !self.has_entries_to_apply(allow_unpersisted) {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let high = self.apply_limit(allow_unpersisted).next();
-        self.entries(self.applying.next(), high, max_bytes)
+        self.entries_into(self.applying.next(), high, max_bytes, out)
     }
 
     /// Records that entries up to `index` were handed out for applying.

@@ -121,6 +121,18 @@ impl Storage for MemStorage {
     }
 
     fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        self.entries_into(low, high, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    fn entries_into(
+        &self,
+        low: Index,
+        high: Index,
+        max_bytes: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), StorageError> {
         let core = self.read();
         if low <= core.compacted.index {
             return Err(StorageError::Compacted(low));
@@ -129,10 +141,11 @@ impl Storage for MemStorage {
             return Err(StorageError::Unavailable(high));
         }
         if low >= high {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let slice = &core.entries[core.position(low)..core.position(high)];
-        Ok(slice[..Entry::count_within_bytes(slice, max_bytes)].to_vec())
+        out.extend_from_slice(&slice[..Entry::count_within_bytes(slice, max_bytes)]);
+        Ok(())
     }
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {

@@ -46,6 +46,30 @@ pub trait Storage {
     /// `high > last_index + 1`.
     fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError>;
 
+    /// [`Storage::entries`], appended to `out` instead of returned: the
+    /// core reuses `out` from one `Ready` to the next, so a store that
+    /// holds its entries in memory need not allocate. The default calls
+    /// `entries`. On an error `out` is left as it was.
+    ///
+    /// ```
+    /// use keel::{ConfState, Index, MemStorage, NodeId, Storage};
+    /// let storage = MemStorage::new_with_conf_state(ConfState::with_voters([NodeId::new(1)]));
+    /// let mut out = Vec::new();
+    /// // Index 1 holds the founding membership's snapshot: no entries yet.
+    /// assert!(storage.entries_into(Index::new(1), Index::new(2), u64::MAX, &mut out).is_err());
+    /// assert!(out.is_empty());
+    /// ```
+    fn entries_into(
+        &self,
+        low: Index,
+        high: Index,
+        max_bytes: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), StorageError> {
+        out.extend(self.entries(low, high, max_bytes)?);
+        Ok(())
+    }
+
     /// The term of the entry at `index`, for `first_index - 1 <= index <=
     /// last_index`.
     ///

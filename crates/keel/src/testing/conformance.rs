@@ -36,7 +36,7 @@ type Case<S> = (&'static str, fn(&mut S));
 /// # Panics
 /// On the first case the store fails, with the case's name.
 pub fn run_storage_conformance<S: StorageWrite>(mut new_storage: impl FnMut() -> S) {
-    let cases: [Case<S>; 11] = [
+    let cases: [Case<S>; 12] = [
         ("empty store", case_empty),
         ("append and read back", case_append_and_read),
         ("entries byte limit", case_entries_byte_limit),
@@ -48,6 +48,7 @@ pub fn run_storage_conformance<S: StorageWrite>(mut new_storage: impl FnMut() ->
         ("hard and conf state round trip", case_state_round_trip),
         ("create snapshot keeps entries", case_create_snapshot),
         ("owned append behaves as append", case_append_owned),
+        ("entries_into appends what entries returns", case_entries_into),
     ];
     for (name, case) in cases {
         let mut storage = new_storage();
@@ -237,6 +238,29 @@ fn case_append_owned<S: StorageWrite>(storage: &mut S) {
     );
     storage.append_owned(Vec::new()).unwrap();
     assert_eq!(storage.last_index().unwrap(), Index::new(25));
+}
+
+fn case_entries_into<S: StorageWrite>(storage: &mut S) {
+    storage.append(&entries(1, 1, 10)).unwrap();
+    let one = entry(1, 1).size_bytes();
+    for (low, high, max_bytes) in [(1, 11, u64::MAX), (3, 7, u64::MAX), (2, 9, 3 * one), (4, 5, 0)] {
+        let (low, high) = (Index::new(low), Index::new(high));
+        let mut out = vec![entry(9, 99)];
+        storage.entries_into(low, high, max_bytes, &mut out).unwrap();
+        let mut expected = vec![entry(9, 99)];
+        expected.extend(storage.entries(low, high, max_bytes).unwrap());
+        assert_eq!(out, expected, "[{low}, {high}) within {max_bytes} bytes");
+    }
+    // An error leaves the buffer as it was.
+    storage.compact(Index::new(3)).unwrap();
+    let mut out = vec![entry(9, 99)];
+    assert!(storage
+        .entries_into(Index::new(2), Index::new(5), u64::MAX, &mut out)
+        .is_err());
+    assert!(storage
+        .entries_into(Index::new(5), Index::new(12), u64::MAX, &mut out)
+        .is_err());
+    assert_eq!(out, vec![entry(9, 99)]);
 }
 
 fn case_state_round_trip<S: StorageWrite>(storage: &mut S) {
