@@ -161,9 +161,19 @@ impl KeelCluster {
     }
 }
 
-/// Runs the keel side of a core benchmark.
-pub fn run_keel(params: CoreParams) -> CoreResult {
-    let mut cluster = KeelCluster::new(params.nodes);
+/// A cluster the measuring loop drives, whichever library it runs.
+trait Driven {
+    /// Proposes one batch of `batch` copies of `payload` on the leader,
+    /// runs one round and returns the entries the leader applied.
+    fn propose_and_round(&mut self, payload: &[u8], batch: usize) -> u64;
+
+    /// Compacts every node's storage to the cluster's lowest applied index.
+    fn compact(&mut self);
+}
+
+/// The measuring loop, the same for both libraries: propose, run a round,
+/// compact every so often, until `params.duration` has passed.
+fn drive(cluster: &mut impl Driven, params: CoreParams) -> CoreResult {
     let payload = vec![0x5Au8; params.entry_bytes];
     let compact_every = compact_every(params.entry_bytes);
     let mut compacted_at = 0;
@@ -171,12 +181,7 @@ pub fn run_keel(params: CoreParams) -> CoreResult {
     let cpu_started = cpu_time();
     let started = Instant::now();
     while started.elapsed() < params.duration {
-        // Each payload is allocated and copied once here and moved into
-        // the library, as on the raft-rs side.
-        cluster.nodes[0]
-            .propose_batch((0..params.batch).map(|_| Bytes::copy_from_slice(&payload)))
-            .expect("propose");
-        entries += cluster.round();
+        entries += cluster.propose_and_round(&payload, params.batch);
         if entries >= compacted_at + compact_every {
             compacted_at = entries;
             cluster.compact();
@@ -189,6 +194,26 @@ pub fn run_keel(params: CoreParams) -> CoreResult {
         elapsed,
         cpu,
     }
+}
+
+impl Driven for KeelCluster {
+    fn propose_and_round(&mut self, payload: &[u8], batch: usize) -> u64 {
+        // Each payload is allocated and copied once here and moved into
+        // the library, as on the raft-rs side.
+        self.nodes[0]
+            .propose_batch((0..batch).map(|_| Bytes::copy_from_slice(payload)))
+            .expect("propose");
+        self.round()
+    }
+
+    fn compact(&mut self) {
+        KeelCluster::compact(self);
+    }
+}
+
+/// Runs the keel side of a core benchmark.
+pub fn run_keel(params: CoreParams) -> CoreResult {
+    drive(&mut KeelCluster::new(params.nodes), params)
 }
 
 // ---------------------------------------------------------------- raft-rs
@@ -333,30 +358,27 @@ fn propose_raft_rs(
     node.raft.step(message).expect("propose");
 }
 
+/// A raft-rs cluster with the way its leader is handed batches.
+struct RaftRsDriven {
+    cluster: RaftRsCluster,
+    mode: RaftRsPropose,
+}
+
+impl Driven for RaftRsDriven {
+    fn propose_and_round(&mut self, payload: &[u8], batch: usize) -> u64 {
+        propose_raft_rs(&mut self.cluster.nodes[0], payload, batch, self.mode);
+        self.cluster.round()
+    }
+
+    fn compact(&mut self) {
+        self.cluster.compact();
+    }
+}
+
 /// Runs the raft-rs side of a core benchmark.
 pub fn run_raft_rs(params: CoreParams, mode: RaftRsPropose) -> CoreResult {
-    let mut cluster = RaftRsCluster::new(params.nodes);
-    let payload = vec![0x5Au8; params.entry_bytes];
-    let compact_every = compact_every(params.entry_bytes);
-    let mut compacted_at = 0;
-    let mut entries = 0u64;
-    let cpu_started = cpu_time();
-    let started = Instant::now();
-    while started.elapsed() < params.duration {
-        propose_raft_rs(&mut cluster.nodes[0], &payload, params.batch, mode);
-        entries += cluster.round();
-        if entries >= compacted_at + compact_every {
-            compacted_at = entries;
-            cluster.compact();
-        }
-    }
-    let elapsed = started.elapsed();
-    let cpu = cpu_time().saturating_sub(cpu_started);
-    CoreResult {
-        entries,
-        elapsed,
-        cpu,
-    }
+    let cluster = RaftRsCluster::new(params.nodes);
+    drive(&mut RaftRsDriven { cluster, mode }, params)
 }
 
 /// Which library a run measures.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{config, heartbeat, start};
 use keel::NodeId;
-use keel_net::{NetError, Network, TlsConfig};
+use keel_net::{NetError, Network, NetworkConfig, TlsConfig};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -74,6 +74,12 @@ async fn mutual_tls_carries_messages_both_ways() {
     a_config.tls = Some(node_tls(dir.path(), "a", &ca, &ca));
     let mut b_config = config(7, 2, dir.path());
     b_config.tls = Some(node_tls(dir.path(), "b", &ca, &ca));
+    assert_nodes_talk(a_config, b_config).await;
+}
+
+/// Starts nodes 1 and 2 from these configs and checks that a message gets
+/// through in each direction.
+async fn assert_nodes_talk(a_config: NetworkConfig, b_config: NetworkConfig) {
     let mut a = start(a_config).await;
     let mut b = start(b_config).await;
     a.network.set_peer(NodeId::new(2), b.addr());
@@ -155,16 +161,7 @@ async fn certificates_that_name_their_nodes_let_them_talk() {
     a_config.tls = Some(bound_tls(dir.path(), 1, 1, &ca));
     let mut b_config = config(7, 2, dir.path());
     b_config.tls = Some(bound_tls(dir.path(), 2, 2, &ca));
-    let mut a = start(a_config).await;
-    let mut b = start(b_config).await;
-    a.network.set_peer(NodeId::new(2), b.addr());
-    b.network.set_peer(NodeId::new(1), a.addr());
-    a.network.send(heartbeat(1, 2, 5));
-    assert_eq!(b.expect_message().await, heartbeat(1, 2, 5));
-    b.network.send(heartbeat(2, 1, 6));
-    assert_eq!(a.expect_message().await, heartbeat(2, 1, 6));
-    a.network.shutdown().await;
-    b.network.shutdown().await;
+    assert_nodes_talk(a_config, b_config).await;
 }
 
 #[tokio::test]

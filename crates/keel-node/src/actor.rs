@@ -186,12 +186,7 @@ impl<M: StateMachine> Actor<M> {
     }
 
     fn fail_all(&mut self, error: NodeError) {
-        let writes: Vec<_> = self
-            .pending_writes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .drain()
-            .collect();
+        let writes: Vec<_> = self.writes().drain().collect();
         for (_, (_, responder)) in writes {
             let _ = responder.send(Err(error.clone()));
         }
@@ -236,10 +231,7 @@ impl<M: StateMachine> Actor<M> {
         self.pending_reads.retain(|_, (since, _, _)| !expired(since));
         self.pending_changes.retain(|_, (since, _)| !expired(since));
         self.transfer_waiters.retain(|(since, _, _)| !expired(since));
-        self.pending_writes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .retain(|_, (since, _)| !expired(since));
+        self.writes().retain(|_, (since, _)| !expired(since));
     }
 
     fn on_inbound(&mut self, event: Inbound) {
@@ -283,11 +275,7 @@ impl<M: StateMachine> Actor<M> {
     }
 
     fn pending_count(&self) -> usize {
-        let writes = self
-            .pending_writes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len();
+        let writes = self.writes().len();
         writes + self.pending_reads.len()
     }
 
@@ -348,20 +336,10 @@ impl<M: StateMachine> Actor<M> {
         let data = tagged::encode(self.config.id, request_id, &command);
         // Registered before proposing: the entry may be applied before the
         // next line of this loop runs again.
-        self.pending_writes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(request_id, (Instant::now(), responder));
+        self.writes().insert(request_id, (Instant::now(), responder));
         self.metrics.count_proposal();
         if let Err(error) = self.raw.propose(data) {
-            let waiting = self
-                .pending_writes
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&request_id);
-            if let Some((_, responder)) = waiting {
-                let _ = responder.send(Err(self.map_error(&error)));
-            }
+            self.fail_write(request_id, self.map_error(&error));
             if error.is_fatal() {
                 self.fail(error.to_string());
             }
@@ -622,6 +600,23 @@ impl<M: StateMachine> Actor<M> {
         }
     }
 
+    /// The writes waiting for their entry to apply (shared with the
+    /// applier, which answers them). A panic elsewhere leaves the map
+    /// intact, so a poisoned lock is used as it is.
+    fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, WriteResponder<M>)>> {
+        self.pending_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Answers the write `request_id`, if it is still waiting, with `error`.
+    fn fail_write(&self, request_id: u64, error: NodeError) {
+        let waiting = self.writes().remove(&request_id);
+        if let Some((_, responder)) = waiting {
+            let _ = responder.send(Err(error));
+        }
+    }
+
     /// The leader refused proposals this node forwarded: their callers get
     /// the reason now rather than a timeout.
     fn fail_refused(&mut self, refused: RefusedProposal) {
@@ -647,14 +642,7 @@ impl<M: StateMachine> Actor<M> {
                 if origin != self.config.id {
                     continue;
                 }
-                let waiting = self
-                    .pending_writes
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .remove(&request_id);
-                if let Some((_, responder)) = waiting {
-                    let _ = responder.send(Err(error()));
-                }
+                self.fail_write(request_id, error());
             }
         }
     }

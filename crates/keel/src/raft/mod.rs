@@ -303,8 +303,7 @@ impl<S: Storage> Raft<S> {
     // ----- sending -----------------------------------------------------------
 
     fn send(&mut self, to: NodeId, message: Message) {
-        let envelope = Envelope::new(self.id, to, self.term, message);
-        push_message(&mut self.messages, envelope);
+        self.send_with_term(to, self.term, message);
     }
 
     fn send_with_term(&mut self, to: NodeId, term: Term, message: Message) {
