@@ -35,6 +35,7 @@
 //! 14 ProposalRefused    reason:u8 count { kind:u8 data:bytes }*
 //!                       (reason: 0 overloaded, 1 conf change pending,
 //!                       2 invalid, 3 unavailable)
+//! 15 ReadIndexRefused   context:bytes
 //! ```
 //!
 //! Decoding checks every declared length and count against the bytes that
@@ -157,6 +158,7 @@ const TAG_READ_INDEX: u8 = 11;
 const TAG_READ_INDEX_RESPONSE: u8 = 12;
 const TAG_PROPOSE: u8 = 13;
 const TAG_PROPOSAL_REFUSED: u8 = 14;
+const TAG_READ_INDEX_REFUSED: u8 = 15;
 
 /// The smallest encoding of one log entry: term, index, kind, data length.
 const ENTRY_BYTES_MIN: usize = 4;
@@ -195,6 +197,7 @@ pub fn encode(envelope: &Envelope, out: &mut BytesMut) {
         Message::ReadIndexResponse(_) => TAG_READ_INDEX_RESPONSE,
         Message::Propose(_) => TAG_PROPOSE,
         Message::ProposalRefused(_) => TAG_PROPOSAL_REFUSED,
+        Message::ReadIndexRefused(_) => TAG_READ_INDEX_REFUSED,
     };
     out.put_u8(tag);
     put_varint(out, envelope.from.get());
@@ -281,7 +284,7 @@ fn encode_fields(message: &Message, out: &mut BytesMut) {
         }
         Message::TimeoutNow => {}
         Message::TransferLeader { target } => put_varint(out, target.get()),
-        Message::ReadIndex(request) => put_bytes(out, &request.context),
+        Message::ReadIndex(request) | Message::ReadIndexRefused(request) => put_bytes(out, &request.context),
         Message::ReadIndexResponse(response) => {
             put_varint(out, response.index.get());
             put_bytes(out, &response.context);
@@ -436,6 +439,9 @@ fn decode_fields(tag: u8, reader: &mut Reader) -> Result<Message, CodecError> {
             target: NodeId::new(reader.varint()?),
         },
         TAG_READ_INDEX => Message::ReadIndex(ReadIndexRequest {
+            context: reader.bytes()?,
+        }),
+        TAG_READ_INDEX_REFUSED => Message::ReadIndexRefused(ReadIndexRequest {
             context: reader.bytes()?,
         }),
         TAG_READ_INDEX_RESPONSE => Message::ReadIndexResponse(ReadIndexResponse {

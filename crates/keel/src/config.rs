@@ -67,6 +67,20 @@ pub struct Config {
     /// recently ignore vote requests (thesis §4.2.3, §6.2). Required for
     /// lease reads.
     pub check_quorum: bool,
+    /// The most, in percent, by which two nodes' tick rates may differ:
+    /// the clock assumption of lease reads (thesis §6.4.1). A leader
+    /// serves [`ReadMode::Lease`](crate::ReadMode::Lease) reads for
+    /// `(election_timeout_ticks_min - 1) * 100 / (100 + max_clock_drift_percent)`
+    /// of its ticks after the start of a heartbeat round a quorum
+    /// acknowledged: the followers of that quorum refuse other candidates
+    /// for at least `election_timeout_ticks_min - 1` of *their* ticks, and
+    /// this bound keeps the lease inside that window when the follower's
+    /// clock runs faster. The runtime must also charge time that passed
+    /// without ticks (a process pause) with
+    /// [`RawNode::tick_by`](crate::RawNode::tick_by) before it asks for a
+    /// lease read. If clocks can drift further than this, or a runtime cannot
+    /// charge pauses, use `ReadMode::Safe`. Default 10; at most 100.
+    pub max_clock_drift_percent: u64,
     /// Followers forward proposals to the leader. When off, a proposal on a
     /// follower fails with [`ProposalError::NotLeader`](crate::ProposalError::NotLeader).
     pub forward_proposals: bool,
@@ -106,6 +120,7 @@ impl Config {
             max_committed_bytes_per_ready: 16 * 1024 * 1024,
             pre_vote: true,
             check_quorum: true,
+            max_clock_drift_percent: 10,
             forward_proposals: true,
             async_storage_writes: false,
             applied: Index::ZERO,
@@ -152,6 +167,11 @@ impl Config {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
+        if self.max_clock_drift_percent > 100 {
+            return Err(ConfigError::ClockDriftTooLarge {
+                max_clock_drift_percent: self.max_clock_drift_percent,
+            });
+        }
         if self.max_inflight_bytes < self.max_message_bytes {
             return Err(ConfigError::InflightBytesBelowMessageBytes {
                 max_inflight_bytes: self.max_inflight_bytes,
@@ -168,6 +188,12 @@ pub enum ConfigError {
     /// Node id 0 is reserved for "no node".
     #[error("id must be >= 1 (0 means \"no node\")")]
     ZeroId,
+    /// The clock drift bound is above 100 %.
+    #[error("max_clock_drift_percent is {max_clock_drift_percent}, at most 100")]
+    ClockDriftTooLarge {
+        /// The configured bound.
+        max_clock_drift_percent: u64,
+    },
     /// The heartbeat interval is zero.
     #[error("heartbeat_interval_ticks must be >= 1")]
     ZeroHeartbeatInterval,

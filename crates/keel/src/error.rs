@@ -61,6 +61,21 @@ pub enum StorageError {
     /// The storage itself failed (an IO error, corruption). Fatal.
     #[error("storage failure: {0}")]
     Failed(Arc<str>),
+    /// The recovered hard state says entries up to `commit` are committed,
+    /// but the log ends at `last_index`: acknowledged entries are missing
+    /// from the disk (a lost tail, a disk that lied about a sync). Data loss
+    /// to report, not to hide; the node does not start on it.
+    #[error("the hard state's commit index {commit} is beyond the log's last index {last_index}: committed entries were lost")]
+    CommitBeyondLog {
+        /// The recovered commit index.
+        commit: Index,
+        /// The last index the log holds.
+        last_index: Index,
+    },
+    /// The recovered term is beyond [`Term::LIMIT`](crate::Term::LIMIT):
+    /// the hard state is corrupt or was written from a forged message.
+    #[error("the recovered term {0} is beyond keel's limit")]
+    TermBeyondLimit(crate::Term),
 }
 
 impl StorageError {

@@ -95,6 +95,10 @@ pub enum Message {
     /// Leader → follower: forwarded proposals the leader refused, handed
     /// back so that their callers learn it at once instead of timing out.
     ProposalRefused(RefusedProposal),
+    /// Node → the follower that forwarded a [`ReadIndexRequest`]: this node
+    /// is not the leader (any more) and cannot answer it, so the requester
+    /// fails its caller at once instead of waiting for a timeout.
+    ReadIndexRefused(ReadIndexRequest),
 }
 
 impl Message {
@@ -120,7 +124,50 @@ impl Message {
             Message::ReadIndexResponse(_) => "read_index_response",
             Message::Propose(_) => "propose",
             Message::ProposalRefused(_) => "proposal_refused",
+            Message::ReadIndexRefused(_) => "read_index_refused",
         }
+    }
+
+    /// Checks every term and index the message carries against
+    /// [`Term::LIMIT`] and [`Index::LIMIT`]; returns what is out of range.
+    /// Values past the limits come only from a broken or forged peer, and
+    /// refusing them keeps all arithmetic on accepted values far from
+    /// overflow.
+    ///
+    /// ```
+    /// use keel::{Heartbeat, Index, Message};
+    /// let fine = Message::Heartbeat(Heartbeat { commit: Index::new(9), read_round: None });
+    /// assert_eq!(fine.out_of_range(), None);
+    /// let forged = Message::Heartbeat(Heartbeat { commit: Index::new(u64::MAX), read_round: None });
+    /// assert!(forged.out_of_range().is_some());
+    /// ```
+    pub fn out_of_range(&self) -> Option<&'static str> {
+        let index_ok = |index: Index| index <= Index::LIMIT;
+        let log_id_ok = |log_id: LogId| log_id.term <= Term::LIMIT && log_id.index <= Index::LIMIT;
+        let fine = match self {
+            Message::Append(append) => {
+                log_id_ok(append.prev)
+                    && index_ok(append.commit)
+                    && append.entries.last().map_or(true, |entry| log_id_ok(entry.log_id()))
+            }
+            Message::AppendResponse(AppendResponse::Accepted { last_index }) => index_ok(*last_index),
+            Message::AppendResponse(AppendResponse::Rejected { rejected, hint }) => {
+                index_ok(*rejected) && log_id_ok(*hint)
+            }
+            Message::Vote(request) => log_id_ok(request.last_log),
+            Message::Heartbeat(heartbeat) => index_ok(heartbeat.commit),
+            Message::Snapshot(metadata) => log_id_ok(metadata.last),
+            Message::ReadIndexResponse(response) => index_ok(response.index),
+            Message::VoteResponse(_)
+            | Message::HeartbeatResponse(_)
+            | Message::TimeoutNow
+            | Message::TransferLeader { .. }
+            | Message::ReadIndex(_)
+            | Message::Propose(_)
+            | Message::ProposalRefused(_)
+            | Message::ReadIndexRefused(_) => true,
+        };
+        (!fine).then_some("a term or index beyond keel's limits")
     }
 }
 

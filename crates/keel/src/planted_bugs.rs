@@ -19,15 +19,40 @@ pub enum PlantedBug {
     /// Linearizable reads are answered without the heartbeat round that
     /// confirms leadership (thesis §6.4).
     ReadIndexWithoutHeartbeat,
+    /// A node campaigns (timeout, `campaign`, `TimeoutNow`) while a
+    /// committed membership change is not yet applied, so it counts votes
+    /// in a configuration the cluster has left (thesis §4.1).
+    CampaignWithUnappliedConfChange,
+    /// Messages of a term leave before that term (and the vote) is durable:
+    /// a sole voter that crashes before persisting can win the same term
+    /// again with a different log.
+    SendBeforeTermDurable,
+    /// Ticks charged at once after a pause (`RawNode::tick_by`) count as one
+    /// tick for the leader lease, so a paused leader keeps its lease.
+    LeaseIgnoresPause,
+    /// A leader lease, once confirmed, never expires.
+    LeaseNeverExpires,
+    /// A ReadIndex read is confirmed by a heartbeat round that started
+    /// before the read arrived (thesis §6.4 needs a round after it).
+    ReadConfirmedByEarlierRound,
+    /// A follower answers a stale append (its `prev` below the follower's
+    /// commit index) with its last index instead of its commit index.
+    StaleAppendAcksLastIndex,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::CommitEarlierTermByCounting,
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::ForgetToPersistVote,
         PlantedBug::ApplyBeforeCommit,
         PlantedBug::ReadIndexWithoutHeartbeat,
+        PlantedBug::CampaignWithUnappliedConfChange,
+        PlantedBug::SendBeforeTermDurable,
+        PlantedBug::LeaseIgnoresPause,
+        PlantedBug::LeaseNeverExpires,
+        PlantedBug::ReadConfirmedByEarlierRound,
+        PlantedBug::StaleAppendAcksLastIndex,
     ];
 }

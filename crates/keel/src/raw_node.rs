@@ -26,6 +26,11 @@ pub struct RawNode<S: Storage> {
     /// check they never go back.
     observed_term: Term,
     observed_commit: Index,
+    /// The latest term known to be durable (recovered from storage, or
+    /// reported by `on_persisted`). Messages of a later term wait for the
+    /// persist: a node that sent them and then lost the term in a crash
+    /// could reuse it with a different log.
+    durable_term: Term,
     /// The entries buffer of the last `Ready` given back through
     /// [`RawNode::advance`], emptied: the next `Ready` fills it instead of
     /// allocating. Invariant: empty.
@@ -47,6 +52,36 @@ fn keep_spare(spare: &mut Vec<Entry>, mut buffer: Vec<Entry>) {
 }
 
 /// The core must be movable to the runtime's thread.
+/// Moves every message of a term later than `durable_term` from the
+/// send-now outbox to the after-persist one, keeping each outbox's order.
+/// Pre-votes stay: they carry the term a candidate *would* campaign in and
+/// promise nothing. Runs only in the rare `Ready` whose term is not yet
+/// durable (a new term, a single voter's own election).
+#[cold]
+fn hold_until_durable(
+    durable_term: Term,
+    messages: &mut Vec<Envelope>,
+    persisted_messages: &mut Vec<Envelope>,
+) {
+    let promises_term = |envelope: &Envelope| {
+        let pre_vote = match &envelope.message {
+            crate::Message::Vote(request) => request.kind == crate::VoteKind::PreVote,
+            crate::Message::VoteResponse(response) => response.kind == crate::VoteKind::PreVote,
+            _ => false,
+        };
+        envelope.term > durable_term && !pre_vote
+    };
+    if !messages.iter().any(promises_term) {
+        return;
+    }
+    let (held, free): (Vec<Envelope>, Vec<Envelope>) = std::mem::take(messages).into_iter().partition(promises_term);
+    *messages = free;
+    // Held messages were meant to leave first: they go ahead of those that
+    // already waited for this persist.
+    let waiting = std::mem::replace(persisted_messages, held);
+    persisted_messages.extend(waiting);
+}
+
 const _: () = {
     const fn assert_send<T: Send>() {}
     assert_send::<RawNode<crate::MemStorage>>();
@@ -71,6 +106,7 @@ impl<S: Storage> RawNode<S> {
             ready_count: 0,
             observed_term: previous_hard_state.term,
             observed_commit: previous_hard_state.commit,
+            durable_term: previous_hard_state.term,
             spare_entries: Vec::new(),
             spare_committed: Vec::new(),
             raft,
@@ -80,7 +116,39 @@ impl<S: Storage> RawNode<S> {
     /// Advances the logical clock by one tick: elections on followers,
     /// heartbeats and check-quorum on the leader.
     pub fn tick(&mut self) -> Result<(), Error> {
+        self.tick_by(1)
+    }
+
+    /// Advances the logical clock by `ticks` ticks at once: the runtime
+    /// charges time that passed without ticking — a process pause, a VM
+    /// stall, a thread that was not scheduled — so that the leader lease
+    /// and the election and check-quorum timers see it. For those clocks it
+    /// is `ticks` calls of [`tick`](Self::tick); what fires is handled once
+    /// (at most one heartbeat round, one check-quorum, one campaign).
+    /// `tick_by(0)` does nothing.
+    ///
+    /// A runtime that offers [`ReadMode::Lease`] reads must charge every
+    /// tick its monotonic clock owes before it asks for one: a leader that
+    /// was paused for longer than its lease must not answer from it (see
+    /// [`Config::max_clock_drift_percent`]).
+    ///
+    /// ```
+    /// use keel::{Config, MemStorage, ConfState, NodeId, RawNode, Role};
+    ///
+    /// let storage = MemStorage::new_with_conf_state(ConfState::with_voters([1, 2, 3].map(NodeId::new)));
+    /// let mut node = RawNode::new(&Config::new(NodeId::new(1)), storage)?;
+    /// // Paused for 25 ticks (longer than any election timeout): the node
+    /// // campaigns (a pre-vote round) once, not once per missed timeout.
+    /// node.tick_by(25)?;
+    /// assert_eq!(node.status().role, Role::PreCandidate);
+    /// # Ok::<(), keel::Error>(())
+    /// ```
+    pub fn tick_by(&mut self, ticks: u64) -> Result<(), Error> {
+        if ticks == 0 {
+            return Ok(());
+        }
         self.raft.ensure_running()?;
+        self.raft.charge_elapsed_ticks(ticks - 1);
         let result = if self.raft.role() == Role::Leader {
             self.raft.tick_leader()
         } else {
@@ -273,7 +341,13 @@ impl<S: Storage> RawNode<S> {
         let persist_marker = PersistMarker {
             last_entry: entries.last().map(|entry| entry.log_id()),
             snapshot: snapshot.as_ref().map(|metadata| metadata.last.index),
+            term: (hard_state.term != self.previous_hard_state.term).then_some(hard_state.term),
         };
+        let mut messages = self.raft.take_messages();
+        let mut persisted_messages = self.raft.take_messages_after_persist();
+        if hard_state.term > self.durable_term && !crate::raft::planted!(self.raft.config(), SendBeforeTermDurable) {
+            hold_until_durable(self.durable_term, &mut messages, &mut persisted_messages);
+        }
         let last_committed = committed_entries.last().map(|entry| entry.index);
         self.ready_count += 1;
         self.raft.log_mut().accept_in_progress();
@@ -291,8 +365,8 @@ impl<S: Storage> RawNode<S> {
             hard_state: hard_state_changed.then_some(hard_state),
             snapshot,
             entries,
-            messages: self.raft.take_messages(),
-            persisted_messages: self.raft.take_messages_after_persist(),
+            messages,
+            persisted_messages,
             committed_entries,
             read_states: self.raft.take_read_states(),
             dropped_reads: self.raft.take_dropped_reads(),
@@ -326,6 +400,9 @@ impl<S: Storage> RawNode<S> {
     /// a newer leader has since overwritten is ignored.
     pub fn on_persisted(&mut self, marker: PersistMarker) -> Result<(), Error> {
         self.raft.ensure_running()?;
+        if let Some(term) = marker.term {
+            self.durable_term = self.durable_term.max(term);
+        }
         let result = self.raft.on_persisted(marker.last_entry, marker.snapshot);
         self.raft.stop_on_fatal(result)
     }

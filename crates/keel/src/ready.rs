@@ -2,7 +2,7 @@
 
 use crate::message::{Envelope, RefusedProposal};
 use crate::raft::{ReadState, Role};
-use crate::types::{Entry, HardState, Index, LogId, NodeId, SnapshotMetadata};
+use crate::types::{Entry, HardState, Index, LogId, NodeId, SnapshotMetadata, Term};
 
 /// The volatile state worth telling the application about when it changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,10 @@ pub struct PersistMarker {
     pub last_entry: Option<LogId>,
     /// The index of the snapshot to persist, if any.
     pub snapshot: Option<Index>,
+    /// The term of the hard state to persist, if the term changed: once it
+    /// is durable, messages of that term may leave before a `Ready`'s
+    /// writes (until then they wait in `persisted_messages`).
+    pub term: Option<Term>,
 }
 
 /// Work for the runtime, produced by [`RawNode::ready`](crate::RawNode::ready).
@@ -131,9 +135,11 @@ impl Ready {
         std::mem::take(&mut self.read_states)
     }
 
-    /// Contexts of this node's reads that will never be answered because it
-    /// lost leadership: fail them now (retry elsewhere) instead of waiting
-    /// for a timeout.
+    /// Contexts of this node's reads that will never be answered: it lost
+    /// leadership, or it forwarded them to a node that is not the leader
+    /// (which refused them back). Fail them now (retry elsewhere) instead of
+    /// waiting for a timeout. A refusal can be lost like any message, so
+    /// callers still need a timeout.
     pub fn dropped_reads(&self) -> &[bytes::Bytes] {
         &self.dropped_reads
     }

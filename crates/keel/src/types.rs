@@ -91,6 +91,18 @@ number_newtype!(
 );
 
 impl Term {
+    /// The highest term keel accepts from a peer or its storage, or moves
+    /// to. Terms grow by one per election, so a real cluster never comes
+    /// near it; a message with a term above it is malformed (refused, not
+    /// obeyed), so one forged frame cannot push a cluster to a term it can
+    /// never leave, and every `next()` stays far from overflow.
+    ///
+    /// ```
+    /// use keel::Term;
+    /// assert!(Term::LIMIT.next() > Term::LIMIT);
+    /// ```
+    pub const LIMIT: Term = Term(1 << 62);
+
     /// The term after this one.
     #[inline]
     pub const fn next(self) -> Term {
@@ -99,6 +111,16 @@ impl Term {
 }
 
 impl Index {
+    /// The highest index keel accepts from a peer or its storage. Like
+    /// [`Term::LIMIT`]: far beyond any real log, so that index arithmetic
+    /// on accepted values cannot overflow.
+    ///
+    /// ```
+    /// use keel::Index;
+    /// assert!(Index::LIMIT.plus(1) > Index::LIMIT);
+    /// ```
+    pub const LIMIT: Index = Index(1 << 62);
+
     /// The index after this one.
     #[inline]
     pub const fn next(self) -> Index {

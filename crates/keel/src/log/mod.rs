@@ -50,9 +50,13 @@ impl<S: Storage> RaftLog<S> {
     pub(crate) fn new(storage: S, committed: Index, applied: Index) -> Result<Self, StorageError> {
         let first_index = storage.first_index()?;
         let last_index = storage.last_index()?;
-        // A snapshot counts as applied; a commit index beyond the log (a
-        // lost tail, or a bad hard state) cannot be trusted past its end.
-        let committed = committed.max(first_index.prev()).min(last_index);
+        // A commit index beyond the log means acknowledged entries are
+        // gone: refuse to start rather than silently forget them.
+        if committed > last_index {
+            return Err(StorageError::CommitBeyondLog { commit: committed, last_index });
+        }
+        // A snapshot counts as committed and applied.
+        let committed = committed.max(first_index.prev());
         let applied = applied.max(first_index.prev()).min(committed);
         let mut unstable = Unstable::new(last_index);
         // Only a cache: if storage cannot say now, it is asked later.

@@ -40,9 +40,19 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    /// Starts a campaign. Does nothing on a leader or a non-voter.
+    /// Starts a campaign. Does nothing on a leader, a non-voter, a node
+    /// whose term cannot advance, or a node with a committed membership
+    /// change it has not applied yet.
     pub(crate) fn campaign(&mut self, kind: Campaign) -> Result<(), Error> {
-        if self.role == Role::Leader || !self.is_promotable() {
+        if self.role == Role::Leader || !self.is_promotable() || self.term >= Term::LIMIT {
+            return Ok(());
+        }
+        // Thesis §4.1: a configuration takes effect on each server when it is
+        // applied. A node that has not applied a committed change counts
+        // votes and commits in the configuration the cluster has left: it
+        // could win with a quorum of the old voters while the leader of the
+        // new configuration commits something else at the same index.
+        if self.has_unapplied_committed_conf_change()? && !super::planted!(self.config, CampaignWithUnappliedConfChange) {
             return Ok(());
         }
         let (vote_kind, vote_term) = if kind == Campaign::PreElection {
@@ -86,6 +96,30 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// Whether a membership change in `(applied, committed]` waits to be
+    /// applied. Reads those entries in bounded chunks; an entry that cannot
+    /// be read now counts as a change (campaigning later is safe).
+    fn has_unapplied_committed_conf_change(&self) -> Result<bool, Error> {
+        const CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+        let committed = self.log.committed();
+        let mut low = self.log.applied().next();
+        while low <= committed {
+            let entries = match self.log.entries(low, committed.next(), CHUNK_BYTES_MAX) {
+                Ok(entries) => entries,
+                Err(crate::log::ReadEntriesError::Fatal(error)) => return Err(error.into()),
+                Err(_) => return Ok(true),
+            };
+            let Some(last) = entries.last() else {
+                return Ok(true);
+            };
+            if entries.iter().any(|entry| entry.kind.is_conf_change()) {
+                return Ok(true);
+            }
+            low = last.index.next();
+        }
+        Ok(false)
+    }
+
     /// Counts the votes so far and acts on a decision. Returns whether the
     /// election was decided.
     fn tally_votes(&mut self, kind: VoteKind) -> Result<bool, Error> {
@@ -122,9 +156,13 @@ impl<S: Storage> Raft<S> {
         // Priority: a candidate of lower priority does not win against a
         // voter of higher priority whose log is exactly as long; with a
         // strictly longer candidate log, safety and liveness come first.
+        // A node that cannot become leader itself (not a voter in its own
+        // configuration) has no claim to defer to: refusing on priority
+        // there can leave a cluster with no electable node at all.
         let priority_allows = request.priority >= self.config.priority
             || request.last_log > self.log.last_log_id()?
-            || request.reason == ElectionReason::Transfer;
+            || request.reason == ElectionReason::Transfer
+            || !self.is_promotable();
         let granted = can_vote && up_to_date && priority_allows;
         let response = VoteResponse {
             kind: request.kind,
@@ -155,6 +193,10 @@ impl<S: Storage> Raft<S> {
             Message::VoteResponse(response) if response.kind == expected => {
                 self.tracker.record_vote(envelope.from, response.granted);
                 self.tally_votes(expected)?;
+                Ok(())
+            }
+            Message::ReadIndex(request) => {
+                self.refuse_read_index(envelope.from, request);
                 Ok(())
             }
             Message::Append(_) | Message::Heartbeat(_) | Message::Snapshot(_) => {

@@ -32,6 +32,10 @@ impl<S: Storage> Raft<S> {
                 self.on_read_index_response(response);
                 Ok(())
             }
+            Message::ReadIndex(request) => {
+                self.refuse_read_index(from, request);
+                Ok(())
+            }
             Message::TimeoutNow => {
                 // The leader hands over (thesis §3.10): campaign at once,
                 // skipping pre-vote, which the leader's lease would fail.
@@ -82,10 +86,16 @@ impl<S: Storage> Raft<S> {
         let committed = self.log.committed();
         if append.prev.index < committed {
             // Everything up to our commit index matches any leader's log
-            // (Leader Completeness); tell the leader where we stand.
-            let response = AppendResponse::Accepted {
-                last_index: committed,
+            // (Leader Completeness); tell the leader where we stand. Not our
+            // last index: a stale append says nothing of what follows the
+            // commit index, where an uncommitted tail from another term may
+            // sit that this leader's log does not have.
+            let last_index = if super::planted!(self.config, StaleAppendAcksLastIndex) {
+                self.log.last_index()
+            } else {
+                committed
             };
+            let response = AppendResponse::Accepted { last_index };
             self.send_after_persist(from, self.term, Message::AppendResponse(response));
             return Ok(());
         }
@@ -134,6 +144,16 @@ impl<S: Storage> Raft<S> {
                 reason: "snapshot membership is invalid",
             }
             .into());
+        }
+        if !metadata.conf_state.members().contains(&self.id) {
+            // A snapshot of a membership without this node would leave it
+            // a non-member with a member's log (etcd refuses it too). The
+            // leader only sends snapshots that include their receiver, so
+            // this is a stale or broken one: answer with what we have.
+            let last_index = self.log.committed();
+            let response = AppendResponse::Accepted { last_index };
+            self.send_after_persist(from, self.term, Message::AppendResponse(response));
+            return Ok(());
         }
         let last_index = self.restore(metadata)?;
         let response = AppendResponse::Accepted { last_index };

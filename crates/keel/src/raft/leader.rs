@@ -274,6 +274,11 @@ impl<S: Storage> Raft<S> {
             Err(error) if error.is_temporary() => return Ok(false),
             Err(error) => return Err(error.into()),
         };
+        if !metadata.conf_state.members().contains(&to) {
+            // Taken before `to` joined: it would refuse it. Wait for the
+            // application's next snapshot, as for one being built.
+            return Ok(false);
+        }
         if metadata.is_empty() || metadata.last.index.next() < first_index {
             // No snapshot covers the compacted entries yet (the application
             // compacted past its latest snapshot): treat it like a snapshot
@@ -425,7 +430,14 @@ impl<S: Storage> Raft<S> {
                     .progress_mut(from)
                     .expect("membership checked by caller");
                 progress.set_recent_active(true);
-                if progress.maybe_update(last_index) {
+                let updated = progress.maybe_update(last_index);
+                if !updated && progress.state() == ProgressState::Probe && progress.matched() == last_index {
+                    // A probe answered at what we already knew it holds (a
+                    // follower reported unreachable, then found alive and
+                    // caught up): it is in step again, pipeline to it.
+                    progress.become_replicate();
+                }
+                if updated {
                     match progress.state() {
                         ProgressState::Probe => progress.become_replicate(),
                         ProgressState::Snapshot { index } if progress.matched() >= index => {
@@ -496,10 +508,12 @@ impl<S: Storage> Raft<S> {
             }
             _ => {}
         }
-        if progress.matched() < last {
+        if progress.matched() < last || progress.state() == ProgressState::Probe {
             // Even with nothing new to send, an empty append makes a
             // follower whose appends were all lost answer with a rejection,
             // which resets its progress; otherwise it would wait forever.
+            // A probing follower that is caught up answers it with an
+            // acceptance, which takes it back to replicating.
             self.send_appends(from, true)?;
         }
         Ok(())

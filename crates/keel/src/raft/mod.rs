@@ -143,6 +143,9 @@ impl<S: Storage> Raft<S> {
             .validate()
             .map_err(|error| StorageError::Failed(format!("stored membership is invalid: {error}").into()))?;
         let hard_state = initial.hard_state;
+        if hard_state.term > Term::LIMIT {
+            return Err(StorageError::TermBeyondLimit(hard_state.term).into());
+        }
         let mut log = RaftLog::new(storage, hard_state.commit, config.applied)?;
         log.set_apply_before_commit(planted!(config, ApplyBeforeCommit));
         let mut tracker = ProgressTracker::new(config.max_inflight_messages, config.max_inflight_bytes);
@@ -333,6 +336,20 @@ impl<S: Storage> Raft<S> {
             }
             .into());
         }
+        if envelope.term > Term::LIMIT {
+            return Err(StepError::Malformed {
+                from: envelope.from,
+                reason: "a term beyond keel's limit",
+            }
+            .into());
+        }
+        if let Some(reason) = envelope.message.out_of_range() {
+            return Err(StepError::Malformed {
+                from: envelope.from,
+                reason,
+            }
+            .into());
+        }
         if envelope.term > self.term {
             if !self.on_higher_term(&envelope)? {
                 return Ok(());
@@ -343,6 +360,11 @@ impl<S: Storage> Raft<S> {
         }
         if let Message::Vote(request) = envelope.message {
             return self.handle_vote_request(envelope.from, envelope.term, request);
+        }
+        if let Message::ReadIndexRefused(request) = envelope.message {
+            // This node forwarded the read to a node that is not leader.
+            self.dropped_reads.push(request.context);
+            return Ok(());
         }
         if let Message::ProposalRefused(refused) = envelope.message {
             // This node forwarded them; whatever its role now, their
@@ -408,6 +430,11 @@ impl<S: Storage> Raft<S> {
                         priority: self.config.priority,
                     }),
                 );
+            }
+            Message::ReadIndex(request) => {
+                // Refused back with our term: the requester learns it is
+                // behind and fails its caller at once.
+                self.send(envelope.from, Message::ReadIndexRefused(request.clone()));
             }
             Message::Vote(request) if request.kind == VoteKind::PreVote => {
                 let response = VoteResponse {
@@ -514,6 +541,24 @@ impl<S: Storage> Raft<S> {
             bytes::Bytes::new(),
         )))?;
         Ok(())
+    }
+
+    // ----- time ------------------------------------------------------------------
+
+    /// Charges `ticks` ticks that passed without ticking (a process pause, a
+    /// stalled thread) to every clock: the lease, the election timeout,
+    /// check-quorum, heartbeats and a transfer's deadline. Whatever those
+    /// clocks fire is left to the next regular tick, so a long pause causes
+    /// at most one heartbeat, one check-quorum and one campaign.
+    pub(crate) fn charge_elapsed_ticks(&mut self, ticks: u64) {
+        self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(ticks);
+        if self.role == Role::Leader {
+            self.charge_read_ticks(ticks);
+            self.heartbeat_elapsed_ticks = self.heartbeat_elapsed_ticks.saturating_add(ticks);
+            if self.transfer_target.is_some() {
+                self.transfer_elapsed_ticks = self.transfer_elapsed_ticks.saturating_add(ticks);
+            }
+        }
     }
 
     // ----- persistence and applying feedback -----------------------------------

@@ -122,7 +122,13 @@ impl<S: Storage> Raft<S> {
             self.answer_read(committed, context, requester);
             return Ok(());
         }
-        let round = self.reads.round + 1;
+        // A round that started before this read arrived proves nothing
+        // about leadership now: only the next round confirms it.
+        let round = if super::planted!(self.config, ReadConfirmedByEarlierRound) {
+            self.reads.round.max(1)
+        } else {
+            self.reads.round + 1
+        };
         self.reads.pending.push_back(PendingRead {
             round,
             index: committed,
@@ -150,14 +156,25 @@ impl<S: Storage> Raft<S> {
             // A transfer lets the target win an election inside the lease.
             return false;
         }
+        if super::planted!(self.config, LeaseNeverExpires) && self.reads.confirmed.is_some() {
+            return true;
+        }
         match self.reads.confirmed {
-            Some((_, started_at)) => {
-                // One tick of margin for clock-rate differences.
-                let lease_ticks = self.config.election_timeout_ticks_min.saturating_sub(1);
-                self.reads.leader_ticks < started_at + lease_ticks
-            }
+            Some((_, started_at)) => self.reads.leader_ticks < started_at.saturating_add(self.lease_ticks()),
             None => false,
         }
+    }
+
+    /// How long a lease lasts, in this leader's ticks, from the start of the
+    /// round that confirmed it. A follower that heard the round refuses
+    /// other candidates for at least `election_timeout_ticks_min - 1` of its
+    /// own ticks (one tick is lost to the phase of its clock); a follower
+    /// clock faster by up to `max_clock_drift_percent` shortens that window
+    /// in real time, so the lease is shortened by the same factor (thesis
+    /// §6.4.1).
+    fn lease_ticks(&self) -> u64 {
+        let window_ticks = self.config.election_timeout_ticks_min.saturating_sub(1);
+        window_ticks * 100 / (100 + self.config.max_clock_drift_percent)
     }
 
     /// Starts a heartbeat round: returns its number after recording it.
@@ -179,6 +196,15 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn tick_reads(&mut self) {
         self.reads.leader_ticks += 1;
+    }
+
+    /// Charges `ticks` ticks that passed without ticking (a pause) to the
+    /// lease clock.
+    pub(crate) fn charge_read_ticks(&mut self, ticks: u64) {
+        if super::planted!(self.config, LeaseIgnoresPause) {
+            return;
+        }
+        self.reads.leader_ticks = self.reads.leader_ticks.saturating_add(ticks);
     }
 
     /// A member acknowledged heartbeat round `round`.
@@ -231,6 +257,12 @@ impl<S: Storage> Raft<S> {
             self.leader_read_index(context, ReadMode::Safe, requester)?;
         }
         Ok(())
+    }
+
+    /// A forwarded read reached a node that is not the leader: refuse it
+    /// back so its requester fails the caller now, not at its timeout.
+    pub(crate) fn refuse_read_index(&mut self, from: NodeId, request: crate::message::ReadIndexRequest) {
+        self.send(from, Message::ReadIndexRefused(request));
     }
 
     /// A forwarded read index reached a follower.

@@ -58,12 +58,19 @@ impl ProgressTracker {
             let is_learner = !self.voters.contains(id);
             let mut member = match self.progress.binary_search_by_key(&id, |(member, _)| *member) {
                 Ok(position) => self.progress[position].1.clone(),
-                Err(_) => Progress::new(
-                    next.max(Index::new(1)),
-                    self.max_inflight_messages,
-                    self.max_inflight_bytes,
-                    is_learner,
-                ),
+                Err(_) => {
+                    let mut member = Progress::new(
+                        next.max(Index::new(1)),
+                        self.max_inflight_messages,
+                        self.max_inflight_bytes,
+                        is_learner,
+                    );
+                    // A member just added has had no chance to answer: were
+                    // it counted inactive, the next check-quorum could
+                    // depose a healthy leader (one voter plus a new one).
+                    member.set_recent_active(true);
+                    member
+                }
             };
             member.set_learner(is_learner);
             progress.push((id, member));
