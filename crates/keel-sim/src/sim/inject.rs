@@ -1,0 +1,208 @@
+//! The fault phase's faults: crashes, pauses, partitions, failed fsyncs,
+//! compactions and leadership transfers (membership churn is in `churn`).
+
+use keel::NodeId;
+
+use crate::checker::Violation;
+use crate::faults::Fault;
+use crate::node::{self, call};
+use crate::trace::TraceEvent;
+
+use super::Simulation;
+
+impl Simulation {
+    pub(super) fn inject_fault(&mut self) -> Result<(), Violation> {
+        let minority_left = self.may_lose_a_voter();
+        let faults = &self.options.faults;
+        let choices = [
+            (Fault::Crash, 3, minority_left),
+            (Fault::Pause, 2, minority_left),
+            (Fault::Partition, 2, !self.world.network.has_cuts()),
+            (Fault::OneWay, 1, !self.world.network.has_cuts()),
+            (Fault::IsolateLeader, 2, !self.world.network.has_cuts()),
+            (Fault::FsyncFailure, 1, minority_left),
+            (Fault::Compaction, 4, true),
+            (Fault::Transfer, 2, true),
+            (Fault::Churn, 3, true),
+        ];
+        let weights: Vec<u64> = choices
+            .iter()
+            .map(|(fault, weight, possible)| {
+                if *possible && faults.contains(*fault) {
+                    *weight
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let Some(choice) = self.world.rng.weighted(&weights) else {
+            return Ok(());
+        };
+        let fault = choices[choice].0;
+        self.world.hash(&[53, choice as u64]);
+        match fault {
+            Fault::Crash => self.fault_crash(),
+            Fault::Pause => self.fault_pause(),
+            Fault::Partition | Fault::OneWay | Fault::IsolateLeader => self.fault_partition(fault),
+            Fault::FsyncFailure => self.fault_fsync(),
+            Fault::Compaction => self.fault_compaction()?,
+            Fault::Transfer => self.fault_transfer()?,
+            Fault::Churn => self.fault_churn()?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn fault_crash(&mut self) {
+        // Half the time the leader: leader crashes right after elections
+        // are where commit-rule bugs (Figure 8) show.
+        let leader = self.leader().map(|leader| (leader.get() - 1) as usize);
+        let available = self.available();
+        let target = match leader {
+            Some(leader) if self.world.rng.chance(500_000) => Some(leader),
+            _ => self.world.rng.pick(&available).copied(),
+        };
+        if let Some(position) = target {
+            self.crash(position);
+        }
+    }
+
+    pub(super) fn fault_pause(&mut self) {
+        let available = self.available();
+        let Some(&position) = self.world.rng.pick(&available) else {
+            return;
+        };
+        let election = self.election_timeout_ticks();
+        let now = self.world.now;
+        let resume_at_tick = now + self.world.rng.between(1, 2 * election);
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        if let Some(running) = node.running_mut() {
+            running.paused_since_tick = Some(now);
+            running.resume_at_tick = resume_at_tick;
+        }
+        self.world.stats.pauses += 1;
+        self.world.hash(&[59, id.get(), resume_at_tick]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {id} pauses until tick {resume_at_tick}"),
+        });
+    }
+
+    pub(super) fn fault_partition(&mut self, fault: Fault) {
+        let mut ids: Vec<NodeId> = self.nodes.iter().map(|node| node.id).collect();
+        let detail = match fault {
+            Fault::IsolateLeader => {
+                let Some(leader) = self.leader() else {
+                    return;
+                };
+                ids.retain(|id| *id != leader);
+                self.world.network.partition(&[leader], &ids);
+                format!("leader {leader} isolated")
+            }
+            Fault::OneWay => {
+                let count = self.world.rng.between(1, ids.len() as u64);
+                let mut cuts = Vec::new();
+                for _ in 0..count {
+                    let from = ids[self.world.rng.below(ids.len() as u64) as usize];
+                    let to = ids[self.world.rng.below(ids.len() as u64) as usize];
+                    if from != to {
+                        self.world.network.cut(from, to);
+                        cuts.push(format!("{from}->{to}"));
+                    }
+                }
+                format!("one-way cuts {}", cuts.join(" "))
+            }
+            _ => {
+                // A random split into two non-empty groups.
+                for position in (1..ids.len()).rev() {
+                    let other = self.world.rng.below(position as u64 + 1) as usize;
+                    ids.swap(position, other);
+                }
+                let split = self.world.rng.between(1, ids.len() as u64 - 1) as usize;
+                let (left, right) = ids.split_at(split);
+                self.world.network.partition(left, right);
+                format!("partition {left:?} | {right:?}")
+            }
+        };
+        let election = self.election_timeout_ticks();
+        let heal_at = self.world.now + self.world.rng.between(election / 2, 4 * election);
+        self.heal_at_tick = Some(heal_at);
+        self.world.stats.partitions += 1;
+        self.world.hash(&[61, heal_at]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("{detail}; heals at tick {heal_at}"),
+        });
+    }
+
+    pub(super) fn fault_fsync(&mut self) {
+        let available = self.available();
+        let Some(&position) = self.world.rng.pick(&available) else {
+            return;
+        };
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        if let Some(running) = node.running_mut() {
+            running.raw.storage_mut().fail_next_sync();
+        }
+        self.world.hash(&[67, id.get()]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {id}: its next fsync will fail"),
+        });
+    }
+
+    pub(super) fn fault_compaction(&mut self) -> Result<(), Violation> {
+        let available = self.available();
+        let Some(&position) = self.world.rng.pick(&available) else {
+            return Ok(());
+        };
+        let keep = self.world.rng.below(6);
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        let Some(running) = node.running_mut() else {
+            return Ok(());
+        };
+        node::compact(&mut self.world, id, running, keep)?;
+        Ok(())
+    }
+
+    pub(super) fn fault_transfer(&mut self) -> Result<(), Violation> {
+        let available = self.available();
+        let leader = self.leader();
+        // Mostly ask the leader; sometimes a follower, which forwards.
+        let position = match leader {
+            Some(leader) if self.world.rng.chance(700_000) => (leader.get() - 1) as usize,
+            _ => match self.world.rng.pick(&available) {
+                Some(position) => *position,
+                None => return Ok(()),
+            },
+        };
+        // A voter of the current membership; now and then any node (a
+        // learner or a removed node must be refused).
+        let voters: Vec<NodeId> = self.latest_conf().voters.into_iter().collect();
+        let target = match self.world.rng.pick(&voters) {
+            Some(voter) if self.world.rng.chance(900_000) => *voter,
+            _ => NodeId::new(self.world.rng.between(1, self.nodes.len() as u64)),
+        };
+        let transfer_by_tick = self.world.now + self.election_timeout_ticks();
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        let Some(running) = node
+            .running_mut()
+            .filter(|running| running.is_healthy() && running.is_responsive())
+        else {
+            return Ok(());
+        };
+        let result = call(id, running, |raw| raw.transfer_leader(target))?;
+        self.world.stats.transfers += 1;
+        if result.is_ok() && leader != Some(target) {
+            self.world.transfer = Some((target, transfer_by_tick));
+            self.world.stats.transfers_started += 1;
+        }
+        self.world
+            .hash(&[71, id.get(), target.get(), u64::from(result.is_ok())]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {id}: transfer leadership to {target}: {result:?}"),
+        });
+        node::process_ready(node, &mut self.world)
+    }
+}

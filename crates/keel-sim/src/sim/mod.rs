@@ -1,0 +1,578 @@
+//! The simulation: a cluster, its clients and the faults, driven step by
+//! step from one seed, with every check after every step.
+//!
+//! A run has three phases:
+//! 1. **Faults** (`steps` steps): each step is one event drawn by the RNG —
+//!    deliver a message, advance the clock one tick, a client invokes an
+//!    operation, the asynchronous disk completes a write or an apply, or a
+//!    fault (crash, pause, partition, failed fsync, compaction, leadership
+//!    transfer). After every step every check runs.
+//! 2. **Liveness**: faults stop — links heal, crashed nodes restart, paused
+//!    ones resume, the network stops losing messages. Within
+//!    [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts (at most) a leader
+//!    known to every node must appear, and within [`CONVERGENCE_ELECTION_TIMEOUTS`]
+//!    more every node must have applied the same log, up to a final write
+//!    made through that leader, and hold the same state machine.
+//! 3. **History**: the client history must be linearizable.
+
+use std::collections::BTreeSet;
+
+use keel::{ConfState, NodeId, RawNode, Role, Status};
+
+use crate::checker::{Property, SafetyChecker, Violation};
+use crate::faults::Fault;
+use crate::history::{Completion, History};
+use crate::kv::{Key, Value};
+use crate::linearizability::{check_history, Verdict};
+use crate::network::Network;
+use crate::node::{self, call, Process, SimNode};
+use crate::rng::SimRng;
+use crate::storage::{CrashSurvivors, SimStorage};
+use crate::trace::{TraceEvent, TraceHasher, TraceRing};
+use crate::world::{Client, Stats, World};
+
+/// The liveness bound for electing a leader once faults stop, in election
+/// timeouts (`election_timeout_ticks_max` each).
+pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 10;
+/// The bound for every node to converge once a leader is known, in
+/// election timeouts.
+pub const CONVERGENCE_ELECTION_TIMEOUTS: u64 = 30;
+/// The most ticks a paused node catches up on when it resumes.
+const CATCH_UP_TICKS_MAX: u64 = 200;
+/// Step weights (see `step_once`).
+const STEP_WEIGHT_DELIVER_EACH: u64 = 30;
+/// Deliverable messages counted in the delivery weight (see `step_once`).
+const DELIVERABLE_WEIGHTED_MAX: u64 = 200;
+const STEP_WEIGHT_TICK: u64 = 100;
+const STEP_WEIGHT_CLIENT: u64 = 80;
+const STEP_WEIGHT_DISK: u64 = 150;
+const STEP_WEIGHT_FAULT: u64 = 5;
+/// The longest message delay any run draws, in ticks.
+const DELAY_TICKS_MAX_ANY: u64 = 3;
+/// The key of the final write of the liveness phase, outside the clients' keys.
+const LIVENESS_KEY: Key = u8::MAX;
+/// Membership churn keeps the voters between these bounds.
+pub const VOTERS_MIN: usize = 3;
+/// See [`VOTERS_MIN`].
+pub const VOTERS_MAX: usize = 7;
+/// The most nodes a run ever starts (founders and those added later; a
+/// removed node's id is never reused).
+const NODES_MAX: usize = 12;
+
+mod checks;
+mod churn;
+mod clients;
+mod delivery;
+mod inject;
+mod liveness;
+mod options;
+mod report;
+mod shape;
+
+pub use options::SimOptions;
+pub use report::{Failure, RunReport};
+pub use shape::Shape;
+
+/// Runs one seed through all three phases.
+///
+/// # Errors
+/// The first violated property, with the trace and the replay command.
+pub fn run(options: &SimOptions) -> Result<RunReport, Box<Failure>> {
+    let mut simulation = Simulation::new(options);
+    // A panic — a core assertion, or one in the simulator — is a failure of
+    // the seed like any other: report it with the trace and the replay.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| simulation.run_phases()));
+    match outcome {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(violation)) => Err(Box::new(simulation.failure(violation))),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_string()))
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(Box::new(
+                simulation.failure(Violation::new(Property::Panic, message)),
+            ))
+        }
+    }
+}
+
+/// Runs a seed twice and compares the trace hashes.
+///
+/// # Errors
+/// A description of the difference, or the run's failure.
+pub fn check_determinism(options: &SimOptions) -> Result<u64, String> {
+    let first = run(options).map_err(|failure| failure.to_string())?;
+    let second = run(options).map_err(|failure| failure.to_string())?;
+    if first.trace_hash != second.trace_hash || first.steps != second.steps || first.ticks != second.ticks {
+        return Err(format!(
+            "seed {} is not deterministic: trace hash {:016x} then {:016x}",
+            options.seed, first.trace_hash, second.trace_hash
+        ));
+    }
+    Ok(first.trace_hash)
+}
+
+struct Simulation {
+    options: SimOptions,
+    shape: Shape,
+    nodes: Vec<SimNode>,
+    world: World,
+    faults_on: bool,
+    heal_at_tick: Option<u64>,
+    next_value: Value,
+    last_written: Vec<Option<Value>>,
+}
+
+impl Simulation {
+    fn new(options: &SimOptions) -> Self {
+        let mut rng = SimRng::new(options.seed);
+        let shape = Shape::draw(&mut rng, &options.faults);
+        let voters = ConfState::with_voters((1..=shape.nodes).map(NodeId::new));
+        let world = World {
+            rng,
+            now: 0,
+            step: 0,
+            event: 0,
+            network: Network::new(shape.network),
+            checker: SafetyChecker::new(),
+            clients: (0..shape.clients)
+                .map(|_| Client {
+                    next_request: 1,
+                    outstanding: None,
+                })
+                .collect(),
+            history: History::default(),
+            hasher: TraceHasher::new(),
+            trace: TraceRing::new(options.trace_capacity),
+            stats: Stats::default(),
+            applied_requests: std::collections::BTreeMap::new(),
+            transfer: None,
+        };
+        let mut world = world;
+        world.checker.observe_bootstrap(
+            keel::SnapshotMetadata::bootstrap(voters.clone()).last.index,
+            voters.clone(),
+        );
+        world.stats.voters_min = shape.nodes;
+        world.stats.voters_max = shape.nodes;
+        let nodes = shape
+            .configs
+            .iter()
+            .map(|config| {
+                #[allow(unused_mut)]
+                let mut config = config.clone();
+                #[cfg(feature = "drill")]
+                {
+                    config.planted_bug = options.planted_bug;
+                }
+                SimNode {
+                    id: config.id,
+                    config,
+                    incarnation: 0,
+                    process: Process::Down {
+                        storage: Box::new(SimStorage::bootstrapped(voters.clone())),
+                        restart_at_tick: 0,
+                    },
+                    retired: false,
+                    lingering: false,
+                    removal_decided: false,
+                }
+            })
+            .collect();
+        Simulation {
+            options: options.clone(),
+            last_written: vec![None; usize::from(shape.keys)],
+            shape,
+            nodes,
+            world,
+            faults_on: true,
+            heal_at_tick: None,
+            next_value: 1,
+        }
+    }
+
+    fn failure(&self, violation: Violation) -> Failure {
+        Failure {
+            seed: self.options.seed,
+            step: self.world.step,
+            tick: self.world.now,
+            property: violation.property,
+            detail: violation.detail,
+            trace: self.world.trace.render(),
+            replay: self.options.replay_command(),
+            shape: self.shape.to_string(),
+        }
+    }
+
+    fn election_timeout_ticks(&self) -> u64 {
+        self.shape.template().election_timeout_ticks_max
+    }
+
+    fn run_phases(&mut self) -> Result<RunReport, Violation> {
+        for position in 0..self.nodes.len() {
+            self.restart(position)?;
+        }
+        self.world.trace_event(TraceEvent::Phase { name: "faults" });
+        for _ in 0..self.options.steps {
+            self.world.step += 1;
+            self.step_once()?;
+            self.check_all()?;
+        }
+        let (leader_ticks, converge_ticks) = self.liveness()?;
+        // The run converged with nothing in flight: a request whose command
+        // never applied can no longer take effect, and one that applied has
+        // the output the state machine computed.
+        let settled = self.world.network.in_flight_count() == 0;
+        let operations = self
+            .world
+            .history
+            .checked_operations(&self.world.applied_requests, settled);
+        match check_history(&operations) {
+            Verdict::Linearizable => {}
+            Verdict::Violation {
+                key,
+                linearized_max,
+                operations: count,
+                blocked,
+            } => {
+                let records: Vec<String> = self
+                    .world
+                    .history
+                    .records_for_key(key)
+                    .filter(|record| !matches!(record.completion, Some((_, Completion::Fail(_)))))
+                    .map(|record| format!("  {record}"))
+                    .collect();
+                let shown = records.len().min(60);
+                return Err(Violation::new(
+                    Property::Linearizability,
+                    format!(
+                        "key {key}: no linearization of its {count} operations; at most {linearized_max} linearize, \
+                         blocked at {blocked:?}\nlast {shown} operations on the key:\n{}",
+                        records[records.len() - shown..].join("\n")
+                    ),
+                ));
+            }
+            Verdict::Inconclusive { key } => {
+                let of_key: Vec<_> = operations
+                    .iter()
+                    .filter(|operation| operation.operation.key() == key)
+                    .collect();
+                let unknown = of_key
+                    .iter()
+                    .filter(|operation| operation.completed_at.is_none())
+                    .count();
+                return Err(Violation::new(
+                    Property::LinearizabilityInconclusive,
+                    format!(
+                        "key {key}: the search ran out of its budget on {} operations, {unknown} with unknown outcome \
+                         (settled: {settled})",
+                        of_key.len()
+                    ),
+                ));
+            }
+        }
+        let digests: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.running().map(|r| r.kv.digest()))
+            .collect();
+        self.world.hash(&digests);
+        self.world.hash(&[self.world.now, self.world.step]);
+        Ok(RunReport {
+            seed: self.options.seed,
+            steps: self.world.step,
+            ticks: self.world.now,
+            trace_hash: self.world.hasher.finish(),
+            shape: self.shape.to_string(),
+            outcomes: self.world.history.counts(),
+            operations_checked: operations.len(),
+            stats: self.world.stats,
+            liveness_leader_ticks: leader_ticks,
+            liveness_converge_ticks: converge_ticks,
+        })
+    }
+
+    /// Paused nodes: their messages wait in the network.
+    fn held(&self) -> BTreeSet<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|node| node.running().is_some_and(|running| !running.is_responsive()))
+            .map(|node| node.id)
+            .collect()
+    }
+
+    fn step_once(&mut self) -> Result<(), Violation> {
+        let held = self.held();
+        let deliverable = self.world.network.deliverable_count(self.world.now, &held) as u64;
+        let idle_clients = self
+            .world
+            .clients
+            .iter()
+            .any(|client| client.outstanding.is_none());
+        let disk_work = self.nodes.iter().any(node::has_disk_work);
+        // Relative rates: per tick, about one client invocation per idle
+        // client and one fault per twenty ticks; messages and disk work are
+        // drained far faster than the clock advances.
+        let weights = [
+            STEP_WEIGHT_DELIVER_EACH * deliverable.min(DELIVERABLE_WEIGHTED_MAX),
+            STEP_WEIGHT_TICK,
+            if idle_clients && self.faults_on {
+                STEP_WEIGHT_CLIENT
+            } else {
+                0
+            },
+            if disk_work { STEP_WEIGHT_DISK } else { 0 },
+            if self.faults_on { STEP_WEIGHT_FAULT } else { 0 },
+        ];
+        match self.world.rng.weighted(&weights) {
+            Some(0) => self.deliver_one(&held),
+            Some(2) => self.invoke(),
+            Some(3) => self.disk_step(),
+            Some(4) => self.inject_fault(),
+            _ => self.tick(),
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), Violation> {
+        self.world.now += 1;
+        let now = self.world.now;
+        self.world.hash(&[1, now]);
+        self.world.trace_event(TraceEvent::Tick { tick: now });
+        if self.heal_at_tick.is_some_and(|tick| tick <= now) {
+            self.heal();
+        }
+        for position in 0..self.nodes.len() {
+            self.run_timers(position)?;
+        }
+        self.deliver_snapshot_reports()?;
+        for position in 0..self.nodes.len() {
+            let node = &mut self.nodes[position];
+            let id = node.id;
+            let Some(running) = node.running_mut() else {
+                continue;
+            };
+            if !running.is_responsive() {
+                continue;
+            }
+            call(id, running, RawNode::tick)?.ok();
+            node::process_ready(node, &mut self.world)?;
+        }
+        self.world.expire_requests();
+        Ok(())
+    }
+
+    /// Restarts, resumes and crashes that are due.
+    fn run_timers(&mut self, position: usize) -> Result<(), Violation> {
+        let now = self.world.now;
+        match &self.nodes[position].process {
+            Process::Down { restart_at_tick, .. } if *restart_at_tick <= now => self.restart(position),
+            Process::Running(running) if running.crash_at_tick.is_some_and(|tick| tick <= now) => {
+                self.crash(position);
+                Ok(())
+            }
+            Process::Running(running)
+                if running.paused_since_tick.is_some() && running.resume_at_tick <= now =>
+            {
+                self.resume(position)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn heal(&mut self) {
+        if self.world.network.has_cuts() {
+            self.world.network.heal();
+            self.world.hash(&[31]);
+            self.world.trace_event(TraceEvent::Fault {
+                detail: "every link healed".to_string(),
+            });
+        }
+        self.heal_at_tick = None;
+    }
+
+    fn restart(&mut self, position: usize) -> Result<(), Violation> {
+        let node = &mut self.nodes[position];
+        let Process::Down { storage, .. } = &node.process else {
+            return Ok(());
+        };
+        let storage = (**storage).clone();
+        node.start(storage)?;
+        let id = node.id;
+        self.world.hash(&[37, id.get(), u64::from(node.incarnation)]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {id} starts (incarnation {})", node.incarnation),
+        });
+        node::process_ready(&mut self.nodes[position], &mut self.world)
+    }
+
+    fn crash(&mut self, position: usize) {
+        let election = self.election_timeout_ticks();
+        let torn = self.options.faults.contains(Fault::TornWrite);
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        let Process::Running(running) = &node.process else {
+            return;
+        };
+        let storage = running.raw.storage();
+        let pending = storage.pending_writes();
+        let survivors = if torn && pending > 0 && self.world.rng.chance(500_000) {
+            self.world.stats.torn_crashes += 1;
+            CrashSurvivors {
+                writes: self.world.rng.between(1, pending as u64) as usize,
+                torn_entries: self
+                    .world
+                    .rng
+                    .chance(500_000)
+                    .then(|| self.world.rng.below(8) as usize),
+            }
+        } else {
+            CrashSurvivors {
+                writes: 0,
+                torn_entries: None,
+            }
+        };
+        if running.stopped {
+            self.world.stats.keel_stopped += 1;
+        }
+        let storage = storage.after_crash(survivors);
+        self.world
+            .network
+            .crashed(&mut self.world.rng, self.world.now, id);
+        let long_outage = self.world.rng.chance(200_000);
+        let downtime = if !self.faults_on {
+            0 // the liveness phase restarts at once
+        } else if long_outage {
+            self.world.rng.between(8 * election, 16 * election)
+        } else {
+            self.world.rng.between(1, 3 * election)
+        };
+        let restart_at_tick = self.world.now + downtime;
+        node.process = Process::Down {
+            storage: Box::new(storage),
+            restart_at_tick,
+        };
+        self.world.stats.crashes += 1;
+        self.world
+            .hash(&[41, id.get(), restart_at_tick, survivors.writes as u64]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!(
+                "node {id} crashes ({} of {pending} unsynced writes survive, torn {:?}); restarts at tick {restart_at_tick}",
+                survivors.writes, survivors.torn_entries
+            ),
+        });
+        self.world.abandon_requests_on(id);
+    }
+
+    fn resume(&mut self, position: usize) -> Result<(), Violation> {
+        let now = self.world.now;
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        let Some(running) = node.running_mut() else {
+            return Ok(());
+        };
+        let Some(since) = running.paused_since_tick.take() else {
+            return Ok(());
+        };
+        let missed = (now - since).min(CATCH_UP_TICKS_MAX);
+        self.world.hash(&[43, id.get(), missed]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {id} resumes and catches up {missed} ticks"),
+        });
+        for _ in 0..missed {
+            let Some(running) = node.running_mut() else {
+                break;
+            };
+            call(id, running, RawNode::tick)?.ok();
+            node::process_ready(node, &mut self.world)?;
+        }
+        Ok(())
+    }
+
+    fn disk_step(&mut self) -> Result<(), Violation> {
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|position| node::has_disk_work(&self.nodes[*position]))
+            .collect();
+        let Some(&position) = self.world.rng.pick(&candidates) else {
+            return Ok(());
+        };
+        let persist_first = self.world.rng.chance(600_000);
+        let node = &mut self.nodes[position];
+        // The disk and the applier run concurrently in a real runtime: either
+        // may finish first.
+        type DiskWork = fn(&mut SimNode, &mut World) -> Result<bool, Violation>;
+        let order: [DiskWork; 2] = if persist_first {
+            [node::persist_next, node::apply_next]
+        } else {
+            [node::apply_next, node::persist_next]
+        };
+        let mut did = false;
+        for work in order {
+            if work(node, &mut self.world)? {
+                did = true;
+                break;
+            }
+        }
+        if did {
+            node::process_ready(node, &mut self.world)?;
+        }
+        Ok(())
+    }
+
+    /// Nodes that take input and whose outputs count.
+    fn available(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|position| {
+                self.nodes[*position]
+                    .running()
+                    .is_some_and(|running| running.is_healthy() && running.is_responsive())
+            })
+            .collect()
+    }
+
+    /// The membership as of the furthest applied state machine: the
+    /// voters whose loss the faults ration.
+    fn latest_conf(&self) -> ConfState {
+        self.nodes
+            .iter()
+            .filter_map(SimNode::running)
+            .max_by_key(|running| running.kv_applied)
+            .map(|running| running.applied_conf.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether one more voter may go down: fewer than half of the voters
+    /// (both halves of a joint membership counted together) are down.
+    fn may_lose_a_voter(&self) -> bool {
+        let conf = self.latest_conf();
+        let mut voters = conf.voters.clone();
+        voters.extend(conf.voters_outgoing.iter().copied());
+        let available = self.available();
+        let unavailable = voters
+            .iter()
+            .filter(|id| !available.contains(&((id.get() - 1) as usize)))
+            .count();
+        unavailable < voters.len().div_ceil(2)
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|node| {
+                node.running()
+                    .filter(|running| running.is_healthy())
+                    .map(|running| running.raw.status())
+            })
+            .filter(|status| status.role == Role::Leader)
+            .max_by_key(|status| status.hard_state.term)
+            .map(|status| status.id)
+    }
+
+    fn statuses(&self) -> Vec<Option<Status>> {
+        self.nodes
+            .iter()
+            .map(|node| node.running().map(|running| running.raw.status()))
+            .collect()
+    }
+}
