@@ -148,7 +148,10 @@ impl Message {
             Message::Append(append) => {
                 log_id_ok(append.prev)
                     && index_ok(append.commit)
-                    && append.entries.last().map_or(true, |entry| log_id_ok(entry.log_id()))
+                    && append
+                        .entries
+                        .last()
+                        .map_or(true, |entry| log_id_ok(entry.log_id()))
             }
             Message::AppendResponse(AppendResponse::Accepted { last_index }) => index_ok(*last_index),
             Message::AppendResponse(AppendResponse::Rejected { rejected, hint }) => {

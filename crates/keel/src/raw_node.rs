@@ -74,7 +74,8 @@ fn hold_until_durable(
     if !messages.iter().any(promises_term) {
         return;
     }
-    let (held, free): (Vec<Envelope>, Vec<Envelope>) = std::mem::take(messages).into_iter().partition(promises_term);
+    let (held, free): (Vec<Envelope>, Vec<Envelope>) =
+        std::mem::take(messages).into_iter().partition(promises_term);
     *messages = free;
     // Held messages were meant to leave first: they go ahead of those that
     // already waited for this persist.
@@ -345,7 +346,9 @@ impl<S: Storage> RawNode<S> {
         };
         let mut messages = self.raft.take_messages();
         let mut persisted_messages = self.raft.take_messages_after_persist();
-        if hard_state.term > self.durable_term && !crate::raft::planted!(self.raft.config(), SendBeforeTermDurable) {
+        if hard_state.term > self.durable_term
+            && !crate::raft::planted!(self.raft.config(), SendBeforeTermDurable)
+        {
             hold_until_durable(self.durable_term, &mut messages, &mut persisted_messages);
         }
         let last_committed = committed_entries.last().map(|entry| entry.index);

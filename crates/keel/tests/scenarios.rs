@@ -1524,6 +1524,7 @@ fn kind_name(message: &Message) -> &'static str {
         Message::ReadIndexResponse(_) => "read-index-resp",
         Message::Propose(_) => "propose",
         Message::ProposalRefused(_) => "proposal-refused",
+        Message::ReadIndexRefused(_) => "read-index-refused",
     }
 }
 
@@ -1578,7 +1579,9 @@ fn format_envelope(envelope: &Envelope) -> String {
         Message::Snapshot(metadata) => write!(line, " last={}", metadata.last).unwrap(),
         Message::TimeoutNow => {}
         Message::TransferLeader { target } => write!(line, " target={}", target.get()).unwrap(),
-        Message::ReadIndex(request) => write!(line, " context={}", format_data(&request.context)).unwrap(),
+        Message::ReadIndex(request) | Message::ReadIndexRefused(request) => {
+            write!(line, " context={}", format_data(&request.context)).unwrap()
+        }
         Message::ReadIndexResponse(response) => write!(
             line,
             " index={} context={}",

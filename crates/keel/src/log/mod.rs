@@ -53,7 +53,10 @@ impl<S: Storage> RaftLog<S> {
         // A commit index beyond the log means acknowledged entries are
         // gone: refuse to start rather than silently forget them.
         if committed > last_index {
-            return Err(StorageError::CommitBeyondLog { commit: committed, last_index });
+            return Err(StorageError::CommitBeyondLog {
+                commit: committed,
+                last_index,
+            });
         }
         // A snapshot counts as committed and applied.
         let committed = committed.max(first_index.prev());

@@ -52,7 +52,9 @@ impl<S: Storage> Raft<S> {
         // votes and commits in the configuration the cluster has left: it
         // could win with a quorum of the old voters while the leader of the
         // new configuration commits something else at the same index.
-        if self.has_unapplied_committed_conf_change()? && !super::planted!(self.config, CampaignWithUnappliedConfChange) {
+        if self.has_unapplied_committed_conf_change()?
+            && !super::planted!(self.config, CampaignWithUnappliedConfChange)
+        {
             return Ok(());
         }
         let (vote_kind, vote_term) = if kind == Campaign::PreElection {

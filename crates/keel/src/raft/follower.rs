@@ -145,16 +145,11 @@ impl<S: Storage> Raft<S> {
             }
             .into());
         }
-        if !metadata.conf_state.members().contains(&self.id) {
-            // A snapshot of a membership without this node would leave it
-            // a non-member with a member's log (etcd refuses it too). The
-            // leader only sends snapshots that include their receiver, so
-            // this is a stale or broken one: answer with what we have.
-            let last_index = self.log.committed();
-            let response = AppendResponse::Accepted { last_index };
-            self.send_after_persist(from, self.term, Message::AppendResponse(response));
-            return Ok(());
-        }
+        // A snapshot whose membership leaves this node out is installed
+        // (etcd refuses it): a node added after the leader's latest snapshot
+        // gets exactly that one, and its addition follows in the log. It is
+        // safe because the node is then no voter in its own configuration
+        // and cannot campaign until it applies its addition.
         let last_index = self.restore(metadata)?;
         let response = AppendResponse::Accepted { last_index };
         self.send_after_persist(from, self.term, Message::AppendResponse(response));

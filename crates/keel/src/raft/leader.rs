@@ -274,11 +274,6 @@ impl<S: Storage> Raft<S> {
             Err(error) if error.is_temporary() => return Ok(false),
             Err(error) => return Err(error.into()),
         };
-        if !metadata.conf_state.members().contains(&to) {
-            // Taken before `to` joined: it would refuse it. Wait for the
-            // application's next snapshot, as for one being built.
-            return Ok(false);
-        }
         if metadata.is_empty() || metadata.last.index.next() < first_index {
             // No snapshot covers the compacted entries yet (the application
             // compacted past its latest snapshot): treat it like a snapshot
