@@ -65,6 +65,10 @@ pub enum Property {
     /// Two nodes hold different memberships as of one applied index (after
     /// applying the change there, or in a snapshot ending there).
     ConfigurationAgreement,
+    /// A loop of the simulation ran out of its budget: a message storm, a
+    /// `Ready` loop that never drains, a disk that never catches up. Reported
+    /// with the seed instead of spinning (see `budget`).
+    Budget,
     /// The simulator itself hit an impossible state (a bug in keel-sim, or a
     /// core output that breaks its documented contract).
     Contract,
@@ -89,6 +93,7 @@ impl Property {
             Property::LinearizabilityInconclusive => "linearizability-inconclusive",
             Property::Panic => "panic",
             Property::ConfigurationAgreement => "configuration-agreement",
+            Property::Budget => "budget",
             Property::Contract => "contract",
         }
     }

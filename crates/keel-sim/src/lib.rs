@@ -30,6 +30,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+pub mod budget;
 pub mod checker;
 pub mod faults;
 pub mod history;

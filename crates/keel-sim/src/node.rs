@@ -10,16 +10,13 @@ use keel::{
     NodeId, PersistMarker, RawNode, ReadState, Ready, Role, SnapshotMetadata, StorageWrite, Term, VoteKind,
 };
 
+use crate::budget::READY_ROUNDS_MAX;
 use crate::checker::{Property, Violation};
 use crate::history::Completion;
 use crate::kv::{Applied, Command, KvStore, Output};
 use crate::storage::SimStorage;
 use crate::trace::TraceEvent;
 use crate::world::World;
-
-/// The most `Ready`s handled after one input before the simulator calls
-/// the node stuck: a `Ready` loop that never drains is a bug.
-const READY_ROUNDS_MAX: usize = 1_000;
 
 /// What a node last reported, to check it never goes back within one
 /// incarnation.
@@ -325,8 +322,8 @@ pub(crate) fn process_ready(node: &mut SimNode, world: &mut World) -> Result<(),
         }
     }
     Err(Violation::new(
-        Property::Contract,
-        format!("node {id} still has a Ready after {READY_ROUNDS_MAX} rounds"),
+        Property::Budget,
+        format!("node {id} still has a Ready after {READY_ROUNDS_MAX} rounds: its Ready loop never drains"),
     ))
 }
 

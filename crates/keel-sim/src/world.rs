@@ -66,6 +66,10 @@ pub struct Stats {
     pub voters_max: u64,
     /// See `voters_max`.
     pub voters_min: u64,
+    /// Deliveries and disk steps of the liveness phase (see `budget`).
+    pub liveness_work: u64,
+    /// The most deliveries and disk steps between two of its ticks.
+    pub quiet_tick_work_max: u64,
 }
 
 /// A client's request in progress.

@@ -77,6 +77,8 @@ struct Totals {
     nodes_retired: u64,
     voters_min: u64,
     voters_max: u64,
+    liveness_work_max: u64,
+    quiet_tick_work_max: u64,
 }
 
 impl Totals {
@@ -105,6 +107,8 @@ impl Totals {
             self.voters_min.min(report.stats.voters_min)
         };
         self.voters_max = self.voters_max.max(report.stats.voters_max);
+        self.liveness_work_max = self.liveness_work_max.max(report.stats.liveness_work);
+        self.quiet_tick_work_max = self.quiet_tick_work_max.max(report.stats.quiet_tick_work_max);
     }
 
     fn print(&self, elapsed: Duration) {
@@ -113,7 +117,8 @@ impl Totals {
         println!(
             "{seeds} seeds in {seconds:.1} s: {:.0} seeds/min, {:.0} steps/s, {} operations checked ({} ok, {} unknown), \
              {} messages, {} crashes, {} fsync failures ({} stopped by keel), {} snapshots ({} sends failed), \
-             {} transfers ({} started, {} completed), {} membership changes, {} nodes added, {} retired, voters {}..={}",
+             {} transfers ({} started, {} completed), {} membership changes, {} nodes added, {} retired, voters {}..={}, \
+             liveness work <= {} per seed and <= {} per tick",
             seeds as f64 * 60.0 / seconds,
             self.steps as f64 / seconds,
             self.operations_checked,
@@ -132,7 +137,9 @@ impl Totals {
             self.nodes_added,
             self.nodes_retired,
             self.voters_min,
-            self.voters_max
+            self.voters_max,
+            self.liveness_work_max,
+            self.quiet_tick_work_max
         );
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use keel::{ConfChange, NodeId, Role};
 
+use crate::budget::{Budget, QUIET_TICK_WORK_MAX};
 use crate::checker::{Property, Violation};
 use crate::history::Completion;
 use crate::kv::{Command, Operation, Value};
@@ -117,43 +118,50 @@ impl Simulation {
     }
 
     /// Delivers messages and completes disk work until none is left
-    /// (without advancing the clock), or a bound is hit.
+    /// (without advancing the clock). A cluster that does not go quiet
+    /// within [`QUIET_TICK_WORK_MAX`] units of work is in a message storm:
+    /// a budget failure, not a wait.
     pub(super) fn drain(&mut self) -> Result<(), Violation> {
-        for _ in 0..100 {
-            self.drain_once()?;
-            let quiet = self
-                .world
-                .network
-                .deliverable_count(self.world.now, &BTreeSet::new())
-                == 0
-                && !self.nodes.iter().any(node::has_disk_work);
-            if quiet {
-                break;
+        let mut tick_budget = Budget::new(
+            "deliveries and disk steps between two ticks of the liveness phase",
+            QUIET_TICK_WORK_MAX,
+        );
+        let held = BTreeSet::new();
+        loop {
+            let mut worked = false;
+            while self.world.network.deliverable_count(self.world.now, &held) > 0 {
+                self.spend_liveness_work(&mut tick_budget)?;
+                self.world.step += 1;
+                self.deliver_one(&held)?;
+                self.check_all()?;
+                worked = true;
+            }
+            for position in 0..self.nodes.len() {
+                while node::has_disk_work(&self.nodes[position]) {
+                    self.spend_liveness_work(&mut tick_budget)?;
+                    self.world.step += 1;
+                    let node = &mut self.nodes[position];
+                    let _ = node::persist_next(node, &mut self.world)?
+                        || node::apply_next(node, &mut self.world)?;
+                    node::process_ready(node, &mut self.world)?;
+                    self.check_all()?;
+                    worked = true;
+                }
+            }
+            if !worked {
+                let stats = &mut self.world.stats;
+                stats.quiet_tick_work_max = stats.quiet_tick_work_max.max(tick_budget.spent());
+                return Ok(());
             }
         }
-        Ok(())
     }
 
-    pub(super) fn drain_once(&mut self) -> Result<(), Violation> {
-        let held = BTreeSet::new();
-        for _ in 0..10_000 {
-            if self.world.network.deliverable_count(self.world.now, &held) == 0 {
-                break;
-            }
-            self.world.step += 1;
-            self.deliver_one(&held)?;
-            self.check_all()?;
-        }
-        for position in 0..self.nodes.len() {
-            while node::has_disk_work(&self.nodes[position]) {
-                self.world.step += 1;
-                let node = &mut self.nodes[position];
-                let _ =
-                    node::persist_next(node, &mut self.world)? || node::apply_next(node, &mut self.world)?;
-                node::process_ready(node, &mut self.world)?;
-                self.check_all()?;
-            }
-        }
+    /// Counts one delivery or disk step against the tick's budget and the
+    /// phase's.
+    fn spend_liveness_work(&mut self, tick_budget: &mut Budget) -> Result<(), Violation> {
+        tick_budget.spend()?;
+        self.liveness_budget.spend()?;
+        self.world.stats.liveness_work += 1;
         Ok(())
     }
 

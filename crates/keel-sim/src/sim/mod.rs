@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use keel::{ConfState, NodeId, RawNode, Role, Status};
 
+use crate::budget::{Budget, LIVENESS_WORK_MAX};
 use crate::checker::{Property, SafetyChecker, Violation};
 use crate::faults::Fault;
 use crate::history::{Completion, History};
@@ -123,6 +124,8 @@ struct Simulation {
     heal_at_tick: Option<u64>,
     next_value: Value,
     last_written: Vec<Option<Value>>,
+    /// The work the liveness phase may do (see `budget`).
+    liveness_budget: Budget,
 }
 
 impl Simulation {
@@ -190,6 +193,10 @@ impl Simulation {
             faults_on: true,
             heal_at_tick: None,
             next_value: 1,
+            liveness_budget: Budget::new(
+                "deliveries and disk steps of the liveness phase",
+                LIVENESS_WORK_MAX,
+            ),
         }
     }
 
