@@ -5,8 +5,11 @@
 //! - **Election safety**: at most one leader per term. Every node that
 //!   reports itself leader is recorded by term.
 //! - **No double vote**: a node grants at most one (real) vote per term,
-//!   across crashes — what the persisted vote guarantees. Every granted
-//!   vote response sent is recorded.
+//!   across crashes — what the persisted vote guarantees. Recorded: every
+//!   granted vote response sent, every vote a node's durable hard state
+//!   holds (a candidate's vote for itself included: it never leaves the
+//!   node as a message) and every leader's vote for itself in its term (a
+//!   sole voter wins without a message at all).
 //! - **Log matching**: an entry is identified by its index and term. Each
 //!   entry written to any node's disk is recorded with its payload and the
 //!   term of the entry before it; any later write of the same index and
@@ -186,7 +189,9 @@ impl SafetyChecker {
         }
     }
 
-    /// `voter` sent a granted vote for `candidate` in `term`.
+    /// `voter` gave its vote in `term` to `candidate` (itself, for a
+    /// candidate): a granted vote response, a durable hard state, or a
+    /// leadership.
     pub fn observe_vote(&mut self, voter: NodeId, term: Term, candidate: NodeId) -> Result<(), Violation> {
         match self.votes.insert((voter, term), candidate) {
             Some(earlier) if earlier != candidate => Err(Violation::new(
@@ -377,6 +382,10 @@ mod tests {
         assert!(checker.observe_vote(id(1), Term::new(5), id(3)).is_ok());
         let violation = checker.observe_vote(id(1), Term::new(4), id(3)).unwrap_err();
         assert_eq!(violation.property, Property::DoubleVote);
+        // A candidate's vote for itself counts like any other.
+        assert!(checker.observe_vote(id(2), Term::new(6), id(2)).is_ok());
+        let self_then_other = checker.observe_vote(id(2), Term::new(6), id(3)).unwrap_err();
+        assert_eq!(self_then_other.property, Property::DoubleVote);
     }
 
     #[test]

@@ -487,7 +487,22 @@ fn write_to_disk(
         return Ok(false);
     }
     check_written(world, id, running, &job.entries)?;
+    observe_durable_vote(world, id, running)?;
     Ok(true)
+}
+
+/// The vote in the node's durable hard state counts as given, for itself
+/// too: a restart cannot take it back.
+pub(crate) fn observe_durable_vote(
+    world: &mut World,
+    id: NodeId,
+    running: &Running,
+) -> Result<(), Violation> {
+    let durable = running.raw.storage().durable_hard_state();
+    match durable.vote {
+        Some(vote) => world.checker.observe_vote(id, durable.term, vote),
+        None => Ok(()),
+    }
 }
 
 /// The disk failed: the runtime stops writing, sending and applying, and

@@ -26,6 +26,9 @@ impl Simulation {
             let status = running.raw.status();
             check_monotonic(id, running, &status)?;
             if status.role == Role::Leader && self.world.checker.observe_leader(status.hard_state.term, id)? {
+                // A leader voted for itself in its term, whether or not that
+                // vote is durable yet (a sole voter wins at once).
+                self.world.checker.observe_vote(id, status.hard_state.term, id)?;
                 running.leader_check_pending = true;
                 if let Some((target, by_tick)) = self.world.transfer.take() {
                     if target == id && self.world.now <= by_tick {

@@ -407,6 +407,10 @@ impl Simulation {
         let storage = (**storage).clone();
         node.start(storage)?;
         let id = node.id;
+        if let Some(running) = node.running() {
+            // Writes that survived the crash unsynced are durable now.
+            node::observe_durable_vote(&mut self.world, id, running)?;
+        }
         self.world.hash(&[37, id.get(), u64::from(node.incarnation)]);
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id} starts (incarnation {})", node.incarnation),
