@@ -34,6 +34,9 @@ pub struct PersistMarker {
 /// Handle it in this order:
 /// 1. Send [`messages`](Ready::messages) — at once, in parallel with the disk
 ///    write (a leader's appends to followers may leave before its own write).
+///    None of them is of a term that is not yet durable: those wait in
+///    `persisted_messages` (a node that crashed before persisting its new
+///    term could otherwise win that term again with another log).
 /// 2. Persist [`snapshot`](Ready::snapshot), then [`entries`](Ready::entries)
 ///    (replacing any conflicting suffix), then [`hard_state`](Ready::hard_state);
 ///    fsync if [`must_sync`](Ready::must_sync).

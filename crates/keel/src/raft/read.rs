@@ -28,9 +28,13 @@ pub enum ReadMode {
     /// that arrives before the round starts).
     Safe,
     /// Lease: answered at once while a quorum acknowledged a heartbeat
-    /// within the last election timeout. Needs `check_quorum`, and assumes
-    /// the nodes' tick rates differ by less than one tick per election
-    /// timeout; falls back to `Safe` when the lease has lapsed.
+    /// round that started within the lease (thesis §6.4.1); falls back to
+    /// `Safe` when the lease has lapsed. Needs `check_quorum`. Assumes
+    /// bounded clock drift: the nodes' tick rates differ by at most
+    /// [`Config::max_clock_drift_percent`](crate::Config::max_clock_drift_percent),
+    /// and the runtime charges every tick its monotonic clock owes
+    /// ([`RawNode::tick_by`](crate::RawNode::tick_by)) before it asks for
+    /// a lease read, so a paused leader does not keep a lease it lost.
     Lease,
 }
 
