@@ -280,6 +280,21 @@ impl KvStore {
     }
 }
 
+/// The context bytes of a ReadIndex request by `client`.
+pub(crate) fn read_context(client: ClientId, request: u64) -> Bytes {
+    let mut context = Vec::with_capacity(12);
+    context.extend_from_slice(&client.to_le_bytes());
+    context.extend_from_slice(&request.to_le_bytes());
+    Bytes::from(context)
+}
+
+/// Decodes [`read_context`].
+pub(crate) fn parse_read_context(context: &[u8]) -> Option<(ClientId, u64)> {
+    let client = u32::from_le_bytes(context.get(..4)?.try_into().ok()?);
+    let request = u64::from_le_bytes(context.get(4..12)?.try_into().ok()?);
+    Some((client, request))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+mod applier;
 pub mod budget;
 pub mod checker;
 pub mod faults;
@@ -39,6 +40,7 @@ pub mod linearizability;
 pub mod network;
 mod node;
 pub mod rng;
+mod runtime;
 pub mod sim;
 pub mod storage;
 pub mod trace;

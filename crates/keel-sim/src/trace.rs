@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use keel::{NodeId, Term};
+use keel::{Envelope, Message, NodeId, Term};
 
 /// A 64-bit running hash over words (FNV-1a's prime with a 64-bit word
 /// step). Not cryptographic: it only has to differ when two runs differ.
@@ -188,6 +188,47 @@ impl TraceRing {
         }
         text
     }
+}
+
+/// A short description of a message for the trace.
+pub(crate) fn describe(message: &Message) -> String {
+    match message {
+        Message::Append(append) => format!(
+            "prev {} entries {} commit {}",
+            append.prev,
+            append.entries.len(),
+            append.commit
+        ),
+        Message::AppendResponse(response) => format!("{response:?}"),
+        Message::Vote(request) => format!(
+            "{:?} last {} {:?}",
+            request.kind, request.last_log, request.reason
+        ),
+        Message::VoteResponse(response) => format!("{:?} granted {}", response.kind, response.granted),
+        Message::Heartbeat(heartbeat) => {
+            format!("commit {} round {:?}", heartbeat.commit, heartbeat.read_round)
+        }
+        Message::Snapshot(metadata) => format!("last {}", metadata.last),
+        _ => String::new(),
+    }
+}
+
+/// A word summarising a message, for the trace hash.
+pub(crate) fn message_word(envelope: &Envelope) -> u64 {
+    let detail = match &envelope.message {
+        Message::Append(append) => {
+            append.prev.index.get() << 20 | (append.entries.len() as u64) << 8 | append.commit.get() & 0xff
+        }
+        Message::AppendResponse(keel::AppendResponse::Accepted { last_index }) => last_index.get(),
+        Message::AppendResponse(keel::AppendResponse::Rejected { rejected, hint }) => {
+            rejected.get() << 16 | hint.index.get()
+        }
+        Message::VoteResponse(response) => u64::from(response.granted),
+        Message::Heartbeat(heartbeat) => heartbeat.commit.get(),
+        Message::Snapshot(metadata) => metadata.last.index.get(),
+        _ => 0,
+    };
+    detail ^ Term::get(envelope.term) << 48
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use keel::NodeId;
 use crate::checker::SafetyChecker;
 use crate::checker::{Property, Violation};
 use crate::history::{Completion, History, Path};
+use crate::kv::parse_read_context;
 use crate::kv::{ClientId, Command, Key, Output};
 use crate::network::Network;
-use crate::node::parse_read_context;
 use crate::rng::SimRng;
 use crate::trace::{TraceEvent, TraceHasher, TraceRing};
 

@@ -3,7 +3,7 @@
 use keel::{NodeId, Role, Status};
 
 use crate::checker::{Property, SafetyChecker, Violation};
-use crate::node::{self};
+use crate::node;
 
 use super::Simulation;
 

@@ -4,7 +4,8 @@
 use keel::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, NodeId};
 
 use crate::checker::Violation;
-use crate::node::{self, call, Process, SimNode};
+use crate::node::{call, Process, SimNode};
+use crate::runtime;
 use crate::storage::SimStorage;
 use crate::trace::TraceEvent;
 
@@ -172,7 +173,7 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id}: membership change {change:?}: {result:?}"),
         });
-        node::process_ready(node, &mut self.world)
+        runtime::process_ready(node, &mut self.world)
     }
 
     /// Draws a change to a simple membership `conf` led by `leader`.

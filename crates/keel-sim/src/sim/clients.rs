@@ -4,8 +4,10 @@ use keel::{Error, ReadMode};
 
 use crate::checker::{Property, Violation};
 use crate::history::{Completion, Path, Record};
+use crate::kv::read_context;
 use crate::kv::{Command, Key, Operation};
-use crate::node::{self, call, read_context};
+use crate::node::call;
+use crate::runtime;
 use crate::trace::TraceEvent;
 use crate::world::Outstanding;
 
@@ -88,7 +90,7 @@ impl Simulation {
                 ))
             }
         }
-        node::process_ready(node, &mut self.world)
+        runtime::process_ready(node, &mut self.world)
     }
 
     pub(super) fn draw_operation(&mut self, key: Key) -> (Operation, Path) {

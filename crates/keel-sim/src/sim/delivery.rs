@@ -6,8 +6,10 @@ use keel::{NodeId, SnapshotOutcome};
 
 use crate::checker::Violation;
 use crate::network::SnapshotReport;
-use crate::node::{self, call, describe, message_word, SimNode};
+use crate::node::{call, SimNode};
+use crate::runtime;
 use crate::trace::TraceEvent;
+use crate::trace::{describe, message_word};
 
 use super::Simulation;
 
@@ -62,7 +64,7 @@ impl Simulation {
         let Some(running) = node.running_mut() else {
             return Ok(());
         };
-        node::receive_image(running, &envelope, message.image);
+        runtime::receive_image(running, &envelope, message.image);
         match call(to, running, |raw| raw.step(envelope))? {
             Err(error) if !error.is_fatal() => {
                 self.world.stats.messages_refused += 1;
@@ -70,7 +72,7 @@ impl Simulation {
             }
             _ => {}
         }
-        node::process_ready(node, &mut self.world)?;
+        runtime::process_ready(node, &mut self.world)?;
         if message.reports_outcome {
             // The stream ended well: the sender's transport says so at once
             // (or when the sender resumes, if it is paused).
@@ -125,7 +127,7 @@ impl Simulation {
                 report.from, report.to, report.outcome
             ),
         });
-        node::process_ready(node, &mut self.world)
+        runtime::process_ready(node, &mut self.world)
     }
 
     /// Reports the snapshot outcomes that are due to senders that take

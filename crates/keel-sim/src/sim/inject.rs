@@ -5,7 +5,8 @@ use keel::NodeId;
 
 use crate::checker::Violation;
 use crate::faults::Fault;
-use crate::node::{self, call};
+use crate::node::call;
+use crate::runtime;
 use crate::trace::TraceEvent;
 
 use super::Simulation;
@@ -161,7 +162,7 @@ impl Simulation {
         let Some(running) = node.running_mut() else {
             return Ok(());
         };
-        node::compact(&mut self.world, id, running, keep)?;
+        runtime::compact(&mut self.world, id, running, keep)?;
         Ok(())
     }
 
@@ -203,6 +204,6 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id}: transfer leadership to {target}: {result:?}"),
         });
-        node::process_ready(node, &mut self.world)
+        runtime::process_ready(node, &mut self.world)
     }
 }

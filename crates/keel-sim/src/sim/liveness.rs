@@ -10,7 +10,8 @@ use crate::checker::{Property, Violation};
 use crate::history::Completion;
 use crate::kv::{Command, Operation, Value};
 use crate::network::NetworkFaults;
-use crate::node::{self, call, Process};
+use crate::node::{call, Process};
+use crate::runtime;
 use crate::trace::TraceEvent;
 
 use super::{
@@ -137,13 +138,13 @@ impl Simulation {
                 worked = true;
             }
             for position in 0..self.nodes.len() {
-                while node::has_disk_work(&self.nodes[position]) {
+                while runtime::has_disk_work(&self.nodes[position]) {
                     self.spend_liveness_work(&mut tick_budget)?;
                     self.world.step += 1;
                     let node = &mut self.nodes[position];
-                    let _ = node::persist_next(node, &mut self.world)?
-                        || node::apply_next(node, &mut self.world)?;
-                    node::process_ready(node, &mut self.world)?;
+                    let _ = runtime::persist_next(node, &mut self.world)?
+                        || runtime::apply_next(node, &mut self.world)?;
+                    runtime::process_ready(node, &mut self.world)?;
                     self.check_all()?;
                     worked = true;
                 }
@@ -206,7 +207,7 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("leader {leader}: leave the joint membership: {result:?}"),
         });
-        node::process_ready(node, &mut self.world)
+        runtime::process_ready(node, &mut self.world)
     }
 
     /// A write through the leader that every node must apply.
@@ -231,7 +232,7 @@ impl Simulation {
                 });
             }
         }
-        node::process_ready(&mut self.nodes[position], &mut self.world)
+        runtime::process_ready(&mut self.nodes[position], &mut self.world)
     }
 
     pub(super) fn converged(&self, marker: Value) -> bool {

@@ -26,8 +26,9 @@ use crate::history::{Completion, History};
 use crate::kv::{Key, Value};
 use crate::linearizability::{check_history, Verdict};
 use crate::network::Network;
-use crate::node::{self, call, Process, SimNode};
+use crate::node::{call, Process, SimNode};
 use crate::rng::SimRng;
+use crate::runtime;
 use crate::storage::{CrashSurvivors, SimStorage};
 use crate::trace::{TraceEvent, TraceHasher, TraceRing};
 use crate::world::{Client, Stats, World};
@@ -318,7 +319,7 @@ impl Simulation {
             .clients
             .iter()
             .any(|client| client.outstanding.is_none());
-        let disk_work = self.nodes.iter().any(node::has_disk_work);
+        let disk_work = self.nodes.iter().any(runtime::has_disk_work);
         // Relative rates: per tick, about one client invocation per idle
         // client and one fault per twenty ticks; messages and disk work are
         // drained far faster than the clock advances.
@@ -364,7 +365,7 @@ impl Simulation {
                 continue;
             }
             call(id, running, RawNode::tick)?.ok();
-            node::process_ready(node, &mut self.world)?;
+            runtime::process_ready(node, &mut self.world)?;
         }
         self.world.expire_requests();
         Ok(())
@@ -409,13 +410,13 @@ impl Simulation {
         let id = node.id;
         if let Some(running) = node.running() {
             // Writes that survived the crash unsynced are durable now.
-            node::observe_durable_vote(&mut self.world, id, running)?;
+            runtime::observe_durable_vote(&mut self.world, id, running)?;
         }
         self.world.hash(&[37, id.get(), u64::from(node.incarnation)]);
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id} starts (incarnation {})", node.incarnation),
         });
-        node::process_ready(&mut self.nodes[position], &mut self.world)
+        runtime::process_ready(&mut self.nodes[position], &mut self.world)
     }
 
     fn crash(&mut self, position: usize) {
@@ -496,14 +497,14 @@ impl Simulation {
                 break;
             };
             call(id, running, RawNode::tick)?.ok();
-            node::process_ready(node, &mut self.world)?;
+            runtime::process_ready(node, &mut self.world)?;
         }
         Ok(())
     }
 
     fn disk_step(&mut self) -> Result<(), Violation> {
         let candidates: Vec<usize> = (0..self.nodes.len())
-            .filter(|position| node::has_disk_work(&self.nodes[*position]))
+            .filter(|position| runtime::has_disk_work(&self.nodes[*position]))
             .collect();
         let Some(&position) = self.world.rng.pick(&candidates) else {
             return Ok(());
@@ -514,9 +515,9 @@ impl Simulation {
         // may finish first.
         type DiskWork = fn(&mut SimNode, &mut World) -> Result<bool, Violation>;
         let order: [DiskWork; 2] = if persist_first {
-            [node::persist_next, node::apply_next]
+            [runtime::persist_next, runtime::apply_next]
         } else {
-            [node::apply_next, node::persist_next]
+            [runtime::apply_next, runtime::persist_next]
         };
         let mut did = false;
         for work in order {
@@ -526,7 +527,7 @@ impl Simulation {
             }
         }
         if did {
-            node::process_ready(node, &mut self.world)?;
+            runtime::process_ready(node, &mut self.world)?;
         }
         Ok(())
     }

@@ -1,0 +1,474 @@
+//! The runtime loop around one node's `RawNode`: it hands out `Ready`s,
+//! sends their messages, writes them to the simulated disk (at once, or
+//! through the asynchronous disk), and runs the asynchronous applier.
+//! Mirrors keel-node's order of effects.
+
+use keel::{
+    Entry, Envelope, Index, LogId, Message, NodeId, RawNode, Ready, SnapshotMetadata, StorageWrite, VoteKind,
+};
+
+use crate::applier::{apply_entries, hand_out_conf_changes, restore, serve_reads, take_reads};
+use crate::budget::READY_ROUNDS_MAX;
+use crate::checker::{Property, Violation};
+use crate::kv::KvStore;
+use crate::node::{call, ApplyJob, PersistJob, Running, SimNode};
+use crate::trace::TraceEvent;
+use crate::world::World;
+
+/// Sends envelopes from `running`: records granted votes, attaches the
+/// snapshot image to snapshot messages.
+pub(crate) fn send(world: &mut World, running: &Running, envelopes: Vec<Envelope>) -> Result<(), Violation> {
+    for envelope in envelopes {
+        let image = match &envelope.message {
+            Message::VoteResponse(response) if response.kind == VoteKind::Vote && response.granted => {
+                world
+                    .checker
+                    .observe_vote(envelope.from, envelope.term, envelope.to)?;
+                None
+            }
+            Message::Snapshot(metadata) => {
+                let (stored, image) = running.raw.storage().snapshot_with_image();
+                match image {
+                    Some(image) if stored == **metadata => Some(image),
+                    _ => {
+                        return Err(Violation::new(
+                            Property::Contract,
+                            format!(
+                                "node {} sends snapshot {} but its storage holds {} (image: {})",
+                                envelope.from,
+                                metadata.last,
+                                stored.last,
+                                if stored == **metadata { "missing" } else { "other" }
+                            ),
+                        ))
+                    }
+                }
+            }
+            _ => None,
+        };
+        world.network.send(&mut world.rng, world.now, envelope, image);
+    }
+    Ok(())
+}
+
+/// Hands out and handles every `Ready` the node has.
+pub(crate) fn process_ready(node: &mut SimNode, world: &mut World) -> Result<(), Violation> {
+    let id = node.id;
+    let incarnation = node.incarnation;
+    let async_writes = node.config.async_storage_writes;
+    let Some(running) = node.running_mut() else {
+        return Ok(());
+    };
+    for _ in 0..READY_ROUNDS_MAX {
+        if running.stopped {
+            if running.raw.has_ready() {
+                return Err(Violation::new(
+                    Property::StopOnStorageFailure,
+                    format!("node {id} is stopped but has a Ready"),
+                ));
+            }
+            return Ok(());
+        }
+        if !running.raw.has_ready() {
+            return Ok(());
+        }
+        let ready = match call(id, running, RawNode::ready)? {
+            Ok(ready) => ready,
+            Err(_) => return Ok(()),
+        };
+        if running.crash_at_tick.is_some() {
+            // The runtime has failed; it hands out nothing more.
+            return Ok(());
+        }
+        trace_soft_state(world, id, running, &ready);
+        if async_writes {
+            queue_ready(world, id, incarnation, running, ready)?;
+        } else {
+            handle_ready_sync(world, id, incarnation, running, ready)?;
+        }
+    }
+    Err(Violation::new(
+        Property::Budget,
+        format!("node {id} still has a Ready after {READY_ROUNDS_MAX} rounds: its Ready loop never drains"),
+    ))
+}
+
+pub(crate) fn trace_soft_state(world: &mut World, id: NodeId, running: &Running, ready: &Ready) {
+    if let Some(soft_state) = ready.soft_state() {
+        let term = running.raw.status().hard_state.term;
+        world.hash(&[7, id.get(), term.get(), soft_state.leader.map_or(0, NodeId::get)]);
+        if world.trace.is_enabled() {
+            let detail = format!(
+                "{:?}, leader {:?}",
+                soft_state.role,
+                soft_state.leader.map(NodeId::get)
+            );
+            world.trace_event(TraceEvent::Role {
+                node: id,
+                term,
+                detail,
+            });
+        }
+    }
+}
+
+/// The snapshot image for a `Ready`'s snapshot, received with the message.
+pub(crate) fn take_image(
+    id: NodeId,
+    running: &mut Running,
+    metadata: &SnapshotMetadata,
+) -> Result<KvStore, Violation> {
+    let image = running
+        .received_images
+        .remove(&metadata.last.index)
+        .ok_or_else(|| {
+            Violation::new(
+                Property::Contract,
+                format!(
+                    "node {id} must install snapshot {} that it never received",
+                    metadata.last
+                ),
+            )
+        })?;
+    running
+        .received_images
+        .retain(|index, _| *index > metadata.last.index);
+    Ok(image)
+}
+
+pub(crate) fn handle_ready_sync(
+    world: &mut World,
+    id: NodeId,
+    incarnation: u32,
+    running: &mut Running,
+    mut ready: Ready,
+) -> Result<(), Violation> {
+    send(world, running, ready.take_messages())?;
+    let snapshot = match ready.snapshot().cloned() {
+        Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
+        None => None,
+    };
+    let job = PersistJob {
+        number: ready.number(),
+        snapshot: snapshot.clone(),
+        entries: ready.take_entries(),
+        hard_state: ready.hard_state(),
+        must_sync: ready.must_sync(),
+        marker: ready.persist_marker(),
+        persisted_messages: Vec::new(),
+    };
+    if !write_to_disk(world, id, running, &job)? {
+        return Ok(());
+    }
+    send(world, running, ready.take_persisted_messages())?;
+    if let Some((metadata, image)) = snapshot {
+        restore(world, id, running, &metadata, image)?;
+    }
+    let committed = ready.take_committed_entries();
+    let memberships = hand_out_conf_changes(world, id, running, &committed)?;
+    apply_entries(world, id, incarnation, running, &committed, &memberships)?;
+    take_reads(world, id, incarnation, running, &mut ready);
+    match call(id, running, |raw| raw.advance(ready))? {
+        Ok(()) => {}
+        Err(_) => return Ok(()),
+    }
+    serve_reads(world, id, incarnation, running);
+    Ok(())
+}
+
+pub(crate) fn queue_ready(
+    world: &mut World,
+    id: NodeId,
+    incarnation: u32,
+    running: &mut Running,
+    mut ready: Ready,
+) -> Result<(), Violation> {
+    send(world, running, ready.take_messages())?;
+    let snapshot = match ready.snapshot().cloned() {
+        Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
+        None => None,
+    };
+    let applied_index = ready.last_committed_index().max(ready.persist_marker().snapshot);
+    let committed = ready.take_committed_entries();
+    let memberships = hand_out_conf_changes(world, id, running, &committed)?;
+    if applied_index.is_some() {
+        running.unapplied.push_back(ApplyJob {
+            ready_number: ready.number(),
+            snapshot: snapshot.clone(),
+            entries: committed,
+            memberships,
+            applied_index,
+        });
+    }
+    let persisted_messages = ready.take_persisted_messages();
+    let has_writes = snapshot.is_some()
+        || !ready.entries().is_empty()
+        || ready.hard_state().is_some()
+        || !persisted_messages.is_empty();
+    if has_writes {
+        running.unpersisted.push_back(PersistJob {
+            number: ready.number(),
+            snapshot,
+            entries: ready.take_entries(),
+            hard_state: ready.hard_state(),
+            must_sync: ready.must_sync(),
+            marker: ready.persist_marker(),
+            persisted_messages,
+        });
+    } else {
+        running.persisted_ready = running.persisted_ready.max(ready.number());
+    }
+    take_reads(world, id, incarnation, running, &mut ready);
+    Ok(())
+}
+
+/// Writes a job's snapshot, entries and hard state, then syncs if asked.
+/// Returns false if the disk failed (the process is now failing).
+pub(crate) fn write_to_disk(
+    world: &mut World,
+    id: NodeId,
+    running: &mut Running,
+    job: &PersistJob,
+) -> Result<bool, Violation> {
+    let storage = running.raw.storage_mut();
+    let mut result = Ok(());
+    if let Some((metadata, image)) = &job.snapshot {
+        result = storage.apply_snapshot_with_image(metadata.clone(), image.clone());
+    }
+    if result.is_ok() {
+        result = storage.append(&job.entries);
+    }
+    if result.is_ok() {
+        if let Some(hard_state) = job.hard_state {
+            result = storage.set_hard_state(hard_state);
+        }
+    }
+    if result.is_ok() && job.must_sync {
+        result = storage.sync();
+    }
+    if let Err(error) = result {
+        if !running.raw.storage().is_poisoned() {
+            return Err(Violation::new(
+                Property::Contract,
+                format!("node {id} cannot write Ready {}: {error}", job.number),
+            ));
+        }
+        fail_process(world, id, running);
+        return Ok(false);
+    }
+    check_written(world, id, running, &job.entries)?;
+    observe_durable_vote(world, id, running)?;
+    Ok(true)
+}
+
+/// The vote in the node's durable hard state counts as given, for itself
+/// too: a restart cannot take it back.
+pub(crate) fn observe_durable_vote(
+    world: &mut World,
+    id: NodeId,
+    running: &Running,
+) -> Result<(), Violation> {
+    let durable = running.raw.storage().durable_hard_state();
+    match durable.vote {
+        Some(vote) => world.checker.observe_vote(id, durable.term, vote),
+        None => Ok(()),
+    }
+}
+
+/// The disk failed: the runtime stops writing, sending and applying, and
+/// the process crashes a little later (it may take a few inputs first).
+pub(crate) fn fail_process(world: &mut World, id: NodeId, running: &mut Running) {
+    let crash_at = world.now + world.rng.between(0, 3);
+    running.crash_at_tick = Some(crash_at);
+    world.stats.sync_failures += 1;
+    world.hash(&[11, id.get(), crash_at]);
+    world.trace_event(TraceEvent::Fault {
+        detail: format!("node {id}: fsync failed; the process stops and crashes at tick {crash_at}"),
+    });
+}
+
+/// Log matching and committed-entry checks on entries just written.
+pub(crate) fn check_written(
+    world: &mut World,
+    id: NodeId,
+    running: &Running,
+    entries: &[Entry],
+) -> Result<(), Violation> {
+    let storage = running.raw.storage();
+    let term = running.observed.hard_state.term;
+    for entry in entries {
+        if entry.index < storage.first_index_unchecked() {
+            continue; // covered by the snapshot: skipped by the store
+        }
+        let previous_index = entry.index.prev();
+        let previous_term = match storage.entry(previous_index) {
+            Some(previous) => previous.term,
+            None => keel::Storage::term(storage, previous_index).map_err(|error| {
+                Violation::new(
+                    Property::Contract,
+                    format!("node {id}: no term for {previous_index} before a written entry: {error}"),
+                )
+            })?,
+        };
+        world.checker.observe_written(id, entry, previous_term)?;
+        if entry.index <= running.commit_checked {
+            world.checker.observe_committed(id, term, entry, "commit index")?;
+        }
+    }
+    Ok(())
+}
+
+/// The asynchronous disk completes the oldest write of the node.
+pub(crate) fn persist_next(node: &mut SimNode, world: &mut World) -> Result<bool, Violation> {
+    let id = node.id;
+    let Some(running) = node.running_mut() else {
+        return Ok(false);
+    };
+    if running.crash_at_tick.is_some() || running.stopped {
+        return Ok(false);
+    }
+    let Some(job) = running.unpersisted.pop_front() else {
+        return Ok(false);
+    };
+    world.hash(&[13, id.get(), job.number]);
+    if !write_to_disk(world, id, running, &job)? {
+        return Ok(true);
+    }
+    if call(id, running, |raw| raw.on_persisted(job.marker))?.is_err() {
+        return Ok(true);
+    }
+    running.persisted_ready = job.number;
+    send(world, running, job.persisted_messages)?;
+    if world.trace.is_enabled() {
+        world.trace_event(TraceEvent::Disk {
+            node: id,
+            detail: format!(
+                "persisted Ready {} ({} entries, sync {})",
+                job.number,
+                job.entries.len(),
+                job.must_sync
+            ),
+        });
+    }
+    Ok(true)
+}
+
+/// The asynchronous applier applies the oldest batch of the node. A batch
+/// that restores a snapshot waits until its `Ready` is durable.
+pub(crate) fn apply_next(node: &mut SimNode, world: &mut World) -> Result<bool, Violation> {
+    let id = node.id;
+    let incarnation = node.incarnation;
+    let Some(running) = node.running_mut() else {
+        return Ok(false);
+    };
+    if running.crash_at_tick.is_some() || running.stopped {
+        return Ok(false);
+    }
+    let Some(job) = running.unapplied.front() else {
+        return Ok(false);
+    };
+    if job.snapshot.is_some() && job.ready_number > running.persisted_ready {
+        return Ok(false);
+    }
+    let Some(job) = running.unapplied.pop_front() else {
+        return Ok(false);
+    };
+    world.hash(&[17, id.get(), job.ready_number]);
+    if let Some((metadata, image)) = job.snapshot {
+        restore(world, id, running, &metadata, image)?;
+    }
+    apply_entries(world, id, incarnation, running, &job.entries, &job.memberships)?;
+    if let Some(index) = job.applied_index {
+        if call(id, running, |raw| raw.on_applied(index))?.is_err() {
+            return Ok(true);
+        }
+    }
+    serve_reads(world, id, incarnation, running);
+    if world.trace.is_enabled() {
+        world.trace_event(TraceEvent::Disk {
+            node: id,
+            detail: format!("applied through {}", running.kv_applied),
+        });
+    }
+    Ok(true)
+}
+
+/// Whether the asynchronous disk or applier has work that can proceed.
+pub(crate) fn has_disk_work(node: &SimNode) -> bool {
+    node.running().is_some_and(|running| {
+        running.is_healthy()
+            && running.is_responsive()
+            && (!running.unpersisted.is_empty()
+                || running
+                    .unapplied
+                    .front()
+                    .is_some_and(|job| job.snapshot.is_none() || job.ready_number <= running.persisted_ready))
+    })
+}
+
+/// Takes a snapshot of the state machine at its applied index and
+/// compacts the log up to `keep_entries` before it. Returns whether a
+/// snapshot was taken.
+pub(crate) fn compact(
+    world: &mut World,
+    id: NodeId,
+    running: &mut Running,
+    keep_entries: u64,
+) -> Result<bool, Violation> {
+    if !running.is_healthy() || !running.unpersisted.is_empty() {
+        return Ok(false);
+    }
+    let applied = running.kv_applied;
+    let storage = running.raw.storage();
+    let (current, _) = storage.snapshot_with_image();
+    if applied <= current.last.index || applied > storage.last_index_unchecked() {
+        return Ok(false);
+    }
+    let term = match storage.entry(applied) {
+        Some(entry) => entry.term,
+        None => return Ok(false),
+    };
+    let metadata = SnapshotMetadata {
+        last: LogId::new(term, applied),
+        // The membership at `applied` as the applier saw it (the core's
+        // may be ahead: it switches when entries are handed out).
+        conf_state: running.applied_conf.clone(),
+    };
+    world.checker.observe_snapshot_conf(id, &metadata)?;
+    let image = running.kv.clone();
+    let through = Index::new(applied.get().saturating_sub(keep_entries));
+    let storage = running.raw.storage_mut();
+    let mut result = storage.create_snapshot_with_image(metadata, image);
+    if result.is_ok() {
+        result = storage.sync();
+    }
+    if result.is_ok() && through >= storage.first_index_unchecked() {
+        result = storage.compact(through);
+    }
+    if let Err(error) = result {
+        if !running.raw.storage().is_poisoned() {
+            return Err(Violation::new(
+                Property::Contract,
+                format!("node {id} cannot compact: {error}"),
+            ));
+        }
+        fail_process(world, id, running);
+        return Ok(false);
+    }
+    world.stats.snapshots_taken += 1;
+    world.hash(&[19, id.get(), applied.get(), through.get()]);
+    world.trace_event(TraceEvent::Fault {
+        detail: format!(
+            "node {id}: snapshot at {} (term {term}), log compacted through {through}",
+            applied
+        ),
+    });
+    Ok(true)
+}
+
+/// A received snapshot message: keep its image for the install.
+pub(crate) fn receive_image(running: &mut Running, envelope: &Envelope, image: Option<KvStore>) {
+    if let (Message::Snapshot(metadata), Some(image)) = (&envelope.message, image) {
+        running.received_images.insert(metadata.last.index, image);
+    }
+}
