@@ -33,6 +33,7 @@
 mod applier;
 pub mod budget;
 pub mod checker;
+pub mod clock;
 pub mod faults;
 pub mod history;
 pub mod kv;

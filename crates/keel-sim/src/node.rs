@@ -10,6 +10,7 @@ use keel::{
 };
 
 use crate::checker::{Property, Violation};
+use crate::clock::NodeClock;
 use crate::kv::KvStore;
 use crate::storage::SimStorage;
 
@@ -61,6 +62,9 @@ pub(crate) struct Running {
     /// Paused since this tick: no input until resumed.
     pub(crate) paused_since_tick: Option<u64>,
     pub(crate) resume_at_tick: u64,
+    /// The clock's reading up to which ticks were charged to the core; the
+    /// rest are owed (a paused process owes every tick of its pause).
+    pub(crate) ticks_charged: u64,
     /// A sync failed: the process crashes at this tick. Until then its
     /// outputs are discarded (the runtime stopped writing and sending).
     pub(crate) crash_at_tick: Option<u64>,
@@ -115,6 +119,8 @@ pub(crate) struct SimNode {
     pub(crate) lingering: bool,
     /// Whether the operator decided yet between lingering and shutting down.
     pub(crate) removal_decided: bool,
+    /// The machine's clock (it outlives the process).
+    pub(crate) clock: NodeClock,
 }
 
 impl SimNode {
@@ -132,9 +138,10 @@ impl SimNode {
         }
     }
 
-    /// Starts a process from `storage`, restoring the state machine from
-    /// its durable snapshot.
-    pub(crate) fn start(&mut self, storage: SimStorage) -> Result<(), Violation> {
+    /// Starts a process from `storage` at true time `now_microticks`,
+    /// restoring the state machine from its durable snapshot. The new
+    /// process owes its core no ticks yet.
+    pub(crate) fn start(&mut self, storage: SimStorage, now_microticks: u64) -> Result<(), Violation> {
         let (snapshot, image) = storage.snapshot_with_image();
         let applied_conf = keel::Storage::initial_state(&storage)
             .map(|initial| initial.conf_state)
@@ -175,6 +182,7 @@ impl SimNode {
             learnt_removal: None,
             paused_since_tick: None,
             resume_at_tick: 0,
+            ticks_charged: self.clock.ticks_at(now_microticks),
             crash_at_tick: None,
             stopped: false,
             unpersisted: VecDeque::new(),

@@ -51,6 +51,35 @@ pub(crate) fn send(world: &mut World, running: &Running, envelopes: Vec<Envelope
     Ok(())
 }
 
+/// Charges the core the ticks the node's clock owes now: `tick()` for one
+/// (a running process), one `tick_by` for more (the jump after a pause: the
+/// core sees the pause at once, as a real monotonic clock would show it).
+/// Returns the ticks charged.
+pub(crate) fn charge_clock(node: &mut SimNode, world: &mut World) -> Result<u64, Violation> {
+    let id = node.id;
+    let shown = node.clock.ticks_at(world.now_microticks());
+    let Some(running) = node.running_mut() else {
+        return Ok(0);
+    };
+    let owed = shown.saturating_sub(running.ticks_charged);
+    running.ticks_charged = running.ticks_charged.max(shown);
+    match owed {
+        0 => return Ok(0),
+        1 => {
+            call(id, running, RawNode::tick)?.ok();
+        }
+        _ => {
+            call(id, running, |raw| raw.tick_by(owed))?.ok();
+            world.hash(&[101, id.get(), owed]);
+            world.trace_event(TraceEvent::Fault {
+                detail: format!("node {id}: its clock jumps {owed} ticks (tick_by)"),
+            });
+        }
+    }
+    process_ready(node, world)?;
+    Ok(owed)
+}
+
 /// Hands out and handles every `Ready` the node has.
 pub(crate) fn process_ready(node: &mut SimNode, world: &mut World) -> Result<(), Violation> {
     let id = node.id;

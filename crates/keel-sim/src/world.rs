@@ -8,6 +8,7 @@ use keel::NodeId;
 
 use crate::checker::SafetyChecker;
 use crate::checker::{Property, Violation};
+use crate::clock::MICROTICKS_PER_TICK;
 use crate::history::{Completion, History, Path};
 use crate::kv::parse_read_context;
 use crate::kv::{ClientId, Command, Key, Output};
@@ -116,6 +117,11 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// True time, in micro-ticks (see `clock`).
+    pub(crate) fn now_microticks(&self) -> u64 {
+        self.now * MICROTICKS_PER_TICK
+    }
+
     /// A node applied a request for the first time in the log: record its
     /// output (which every node must compute alike) and when it was first
     /// applied (it was committed, so took effect, no later than that).

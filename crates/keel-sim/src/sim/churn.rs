@@ -4,6 +4,7 @@
 use keel::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, NodeId};
 
 use crate::checker::Violation;
+use crate::clock::NodeClock;
 use crate::node::{call, Process, SimNode};
 use crate::runtime;
 use crate::storage::SimStorage;
@@ -110,6 +111,7 @@ impl Simulation {
             retired: false,
             lingering: false,
             removal_decided: false,
+            clock: NodeClock::NOMINAL,
         });
         self.world.stats.nodes_added += 1;
         self.restart(self.nodes.len() - 1)?;

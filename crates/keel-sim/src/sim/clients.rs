@@ -68,6 +68,18 @@ impl Simulation {
                 };
                 call(id, running, |raw| raw.propose(command.encode()))?
             }
+            Path::ReadIndex(ReadMode::Lease) => {
+                // The runtime's obligation: time its clock shows must be
+                // charged before a lease is trusted (a resumed leader may
+                // not have been charged for its pause yet).
+                runtime::charge_clock(node, &mut self.world)?;
+                let Some(running) = node.running_mut() else {
+                    return Ok(());
+                };
+                call(id, running, |raw| {
+                    raw.read_index(read_context(client, request), ReadMode::Lease)
+                })?
+            }
             Path::ReadIndex(mode) => call(id, running, |raw| {
                 raw.read_index(read_context(client, request), mode)
             })?,

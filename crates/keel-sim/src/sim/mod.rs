@@ -17,16 +17,17 @@
 
 use std::collections::BTreeSet;
 
-use keel::{ConfState, NodeId, RawNode, Role, Status};
+use keel::{ConfState, NodeId, Role, Status};
 
 use crate::budget::{Budget, LIVENESS_WORK_MAX};
 use crate::checker::{Property, SafetyChecker, Violation};
+use crate::clock::NodeClock;
 use crate::faults::Fault;
 use crate::history::{Completion, History};
 use crate::kv::{Key, Value};
 use crate::linearizability::{check_history, Verdict};
 use crate::network::Network;
-use crate::node::{call, Process, SimNode};
+use crate::node::{Process, SimNode};
 use crate::rng::SimRng;
 use crate::runtime;
 use crate::storage::{CrashSurvivors, SimStorage};
@@ -39,8 +40,6 @@ pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 10;
 /// The bound for every node to converge once a leader is known, in
 /// election timeouts.
 pub const CONVERGENCE_ELECTION_TIMEOUTS: u64 = 30;
-/// The most ticks a paused node catches up on when it resumes.
-const CATCH_UP_TICKS_MAX: u64 = 200;
 /// Step weights (see `step_once`).
 const STEP_WEIGHT_DELIVER_EACH: u64 = 30;
 /// Deliverable messages counted in the delivery weight (see `step_once`).
@@ -182,6 +181,7 @@ impl Simulation {
                     retired: false,
                     lingering: false,
                     removal_decided: false,
+                    clock: NodeClock::NOMINAL,
                 }
             })
             .collect();
@@ -355,17 +355,10 @@ impl Simulation {
             self.run_timers(position)?;
         }
         self.deliver_snapshot_reports()?;
-        for position in 0..self.nodes.len() {
-            let node = &mut self.nodes[position];
-            let id = node.id;
-            let Some(running) = node.running_mut() else {
-                continue;
-            };
-            if !running.is_responsive() {
-                continue;
+        for node in &mut self.nodes {
+            if node.running().is_some_and(|running| running.is_responsive()) {
+                runtime::charge_clock(node, &mut self.world)?;
             }
-            call(id, running, RawNode::tick)?.ok();
-            runtime::process_ready(node, &mut self.world)?;
         }
         self.world.expire_requests();
         Ok(())
@@ -406,7 +399,7 @@ impl Simulation {
             return Ok(());
         };
         let storage = (**storage).clone();
-        node.start(storage)?;
+        node.start(storage, self.world.now_microticks())?;
         let id = node.id;
         if let Some(running) = node.running() {
             // Writes that survived the crash unsynced are durable now.
@@ -487,17 +480,22 @@ impl Simulation {
         let Some(since) = running.paused_since_tick.take() else {
             return Ok(());
         };
-        let missed = (now - since).min(CATCH_UP_TICKS_MAX);
-        self.world.hash(&[43, id.get(), missed]);
+        // The process takes input again; its runtime charges the ticks it
+        // owes for the pause at once, or (sometimes) only at its next tick,
+        // after handling whatever messages arrive first — a lease read is
+        // charged for them in any case (see `invoke`).
+        let charge_now = self.world.rng.chance(500_000);
+        self.world
+            .hash(&[43, id.get(), now - since, u64::from(charge_now)]);
         self.world.trace_event(TraceEvent::Fault {
-            detail: format!("node {id} resumes and catches up {missed} ticks"),
+            detail: format!(
+                "node {id} resumes after {} ticks; its clock is charged {}",
+                now - since,
+                if charge_now { "at once" } else { "at its next tick" }
+            ),
         });
-        for _ in 0..missed {
-            let Some(running) = node.running_mut() else {
-                break;
-            };
-            call(id, running, RawNode::tick)?.ok();
-            runtime::process_ready(node, &mut self.world)?;
+        if charge_now {
+            runtime::charge_clock(node, &mut self.world)?;
         }
         Ok(())
     }
