@@ -132,13 +132,16 @@ mod log;
 mod message;
 #[cfg(feature = "planted-bugs")]
 mod planted_bugs;
-pub mod quorum;
+// Quorum arithmetic and the leader's progress tracking are the protocol's
+// own bookkeeping: private, so they can change without breaking users. The
+// one type the public API shows (`PeerStatus::state`) is re-exported below.
+mod quorum;
 mod raft;
 mod raw_node;
 mod ready;
 mod status;
 mod storage;
-pub mod tracker;
+mod tracker;
 mod types;
 
 #[cfg(feature = "test-support")]
@@ -159,6 +162,7 @@ pub use raw_node::RawNode;
 pub use ready::{PersistMarker, Ready, SoftState};
 pub use status::{PeerStatus, Status};
 pub use storage::{InitialState, MemStorage, Storage, StorageWrite};
+pub use tracker::ProgressState;
 pub use types::{
     ConfState, ConfStateError, Entry, EntryKind, HardState, Index, LogId, NodeId, SnapshotMetadata, Term,
 };

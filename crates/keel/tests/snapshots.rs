@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 use keel::testing::{Cluster, ClusterOptions};
-use keel::tracker::ProgressState;
 use keel::{
-    ConfState, Envelope, Index, LogId, Message, NodeId, Role, SnapshotMetadata, SnapshotOutcome, Term,
+    ConfState, Envelope, Index, LogId, Message, NodeId, ProgressState, Role, SnapshotMetadata,
+    SnapshotOutcome, Term,
 };
 
 fn id(raw: u64) -> NodeId {

@@ -7,19 +7,6 @@ use crate::types::{Index, NodeId};
 
 /// The incoming and outgoing voters of a (possibly) joint configuration. When
 /// not joint, `outgoing` is empty and only `incoming` decides.
-///
-/// ```
-/// use keel::quorum::{JointConfig, MajorityConfig, VoteResult};
-/// use keel::{Index, NodeId};
-/// let joint = JointConfig::new(
-///     MajorityConfig::new([1, 2, 3].map(NodeId::new)),
-///     MajorityConfig::new([3, 4, 5].map(NodeId::new)),
-/// );
-/// // Nodes 1, 2 and 3 acknowledged 9; 4 and 5 only 5: the outgoing half
-/// // holds the commit index back.
-/// let acked = |id: NodeId| Some(Index::new(if id.get() <= 3 { 9 } else { 5 }));
-/// assert_eq!(joint.committed_index(acked), Index::new(5));
-/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct JointConfig {
     incoming: MajorityConfig,
@@ -78,5 +65,21 @@ impl JointConfig {
             (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,
             _ => VoteResult::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outgoing_half_holds_the_commit_index_back() {
+        let joint = JointConfig::new(
+            MajorityConfig::new([1, 2, 3].map(NodeId::new)),
+            MajorityConfig::new([3, 4, 5].map(NodeId::new)),
+        );
+        // Nodes 1, 2 and 3 acknowledged 9; 4 and 5 only 5.
+        let acked = |id: NodeId| Some(Index::new(if id.get() <= 3 { 9 } else { 5 }));
+        assert_eq!(joint.committed_index(acked), Index::new(5));
     }
 }

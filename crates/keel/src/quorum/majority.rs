@@ -6,17 +6,6 @@ use crate::quorum::VoteResult;
 use crate::types::{Index, NodeId};
 
 /// A set of voters, kept sorted, deciding by simple majority.
-///
-/// ```
-/// use keel::quorum::{MajorityConfig, VoteResult};
-/// use keel::{Index, NodeId};
-/// let config = MajorityConfig::new([1, 2, 3].map(NodeId::new));
-/// let acked = |id: NodeId| Some(Index::new(10 * id.get()));
-/// // Two of three have acknowledged index 20 or more.
-/// assert_eq!(config.committed_index(acked), Index::new(20));
-/// let votes = |id: NodeId| if id.get() == 3 { Some(false) } else { Some(true) };
-/// assert_eq!(config.vote_result(votes), VoteResult::Won);
-/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MajorityConfig {
     /// Sorted, without duplicates.
@@ -55,11 +44,6 @@ impl MajorityConfig {
     /// Whether `id` votes here.
     pub fn contains(&self, id: NodeId) -> bool {
         self.voters.binary_search(&id).is_ok()
-    }
-
-    /// The number of voters.
-    pub fn len(&self) -> usize {
-        self.voters.len()
     }
 
     /// Whether there are no voters.
@@ -116,5 +100,20 @@ impl MajorityConfig {
         } else {
             VoteResult::Lost
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_of_three_decide() {
+        let config = MajorityConfig::new([1, 2, 3].map(NodeId::new));
+        let acked = |id: NodeId| Some(Index::new(10 * id.get()));
+        // Two of three have acknowledged index 20 or more.
+        assert_eq!(config.committed_index(acked), Index::new(20));
+        let votes = |id: NodeId| if id.get() == 3 { Some(false) } else { Some(true) };
+        assert_eq!(config.vote_result(votes), VoteResult::Won);
     }
 }

@@ -8,18 +8,6 @@ use crate::types::Index;
 /// each remembered by its last index and its size. Bounded by a message
 /// count and a byte total from [`Config`](crate::Config): when either is
 /// reached the follower is paused until acknowledgements free room.
-///
-/// ```
-/// use keel::tracker::Inflights;
-/// use keel::Index;
-/// let mut inflights = Inflights::new(2, 1000);
-/// inflights.add(Index::new(5), 100);
-/// inflights.add(Index::new(9), 100);
-/// assert!(inflights.is_full());
-/// inflights.free_up_to(Index::new(5));
-/// assert!(!inflights.is_full());
-/// assert_eq!(inflights.count(), 1);
-/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inflights {
     /// `(last index, bytes)` per message. Invariant: last indexes strictly
@@ -124,5 +112,92 @@ impl Inflights {
             return Err("inflight indexes not increasing".to_string());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn an_acknowledgement_frees_room() {
+        let mut inflights = Inflights::new(2, 1000);
+        inflights.add(Index::new(5), 100);
+        inflights.add(Index::new(9), 100);
+        assert!(inflights.is_full());
+        inflights.free_up_to(Index::new(5));
+        assert!(!inflights.is_full());
+        assert_eq!(inflights.count(), 1);
+    }
+
+    #[derive(Clone, Debug)]
+    enum InflightOperation {
+        Add(u64),
+        FreeUpTo(u64),
+        FreeOldest,
+        Reset,
+    }
+
+    fn inflight_operation() -> impl Strategy<Value = InflightOperation> {
+        prop_oneof![
+            4 => (1u64..200).prop_map(InflightOperation::Add),
+            2 => (0u64..60).prop_map(InflightOperation::FreeUpTo),
+            1 => Just(InflightOperation::FreeOldest),
+            1 => Just(InflightOperation::Reset),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// The window behaves like a simple queue with count and byte limits.
+        #[test]
+        fn inflights_behave_like_a_bounded_queue(
+            max_messages in 1usize..8,
+            max_bytes in 1u64..600,
+            operations in proptest::collection::vec(inflight_operation(), 0..80),
+        ) {
+            let mut inflights = Inflights::new(max_messages, max_bytes);
+            let mut model: VecDeque<(u64, u64)> = VecDeque::new();
+            let mut next_index = 1u64;
+            for operation in operations {
+                match operation {
+                    InflightOperation::Add(bytes) => {
+                        let model_bytes: u64 = model.iter().map(|(_, bytes)| bytes).sum();
+                        let full = model.len() >= max_messages || model_bytes >= max_bytes;
+                        prop_assert_eq!(inflights.is_full(), full);
+                        if !full {
+                            inflights.add(Index::new(next_index), bytes);
+                            model.push_back((next_index, bytes));
+                        }
+                        next_index += 1 + bytes % 3;
+                    }
+                    InflightOperation::FreeUpTo(index) => {
+                        inflights.free_up_to(Index::new(index));
+                        while model.front().is_some_and(|(last, _)| *last <= index) {
+                            model.pop_front();
+                        }
+                    }
+                    InflightOperation::FreeOldest => {
+                        inflights.free_oldest();
+                        model.pop_front();
+                    }
+                    InflightOperation::Reset => {
+                        inflights.reset();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(inflights.count(), model.len());
+                prop_assert_eq!(inflights.bytes(), model.iter().map(|(_, bytes)| bytes).sum::<u64>());
+                // Never more than the limits allow (bytes may overshoot by the
+                // last message, which is what lets one large message through).
+                prop_assert!(inflights.count() <= max_messages);
+                prop_assert!(inflights.check_invariants().is_ok());
+            }
+        }
     }
 }

@@ -5,7 +5,16 @@ use std::fmt;
 use crate::tracker::Inflights;
 use crate::types::Index;
 
-/// How the leader is sending to a follower.
+/// How the leader is sending to a follower, as [`PeerStatus::state`]
+/// reports it.
+///
+/// [`PeerStatus::state`]: crate::PeerStatus::state
+///
+/// ```
+/// use keel::{Index, ProgressState};
+/// assert_eq!(ProgressState::Probe.to_string(), "probe");
+/// assert_eq!(ProgressState::Snapshot { index: Index::new(7) }.to_string(), "snapshot(7)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProgressState {
     /// The leader does not know where the follower's log matches; it sends
