@@ -456,13 +456,31 @@ mod tests {
         let entry = Entry::new(
             Term::new(2),
             Index::new(8),
-            EntryKind::ConfChangeV2,
+            EntryKind::ConfChange,
             Bytes::from_static(b"abc"),
         );
         let mut buffer = Vec::new();
         Encoder::new(&mut buffer).entry(&entry);
         let payload = Bytes::copy_from_slice(&buffer[HEADER_BYTES..]);
         assert_eq!(decode_entry(&payload).unwrap(), entry);
+    }
+
+    #[test]
+    fn an_entry_of_the_retired_joint_change_kind_reads_as_a_conf_change() {
+        // Goal: logs written before the two conf-change kinds merged hold
+        // joint changes as kind 2; they must read back as `ConfChange`.
+        let mut payload = Vec::new();
+        put_u64(&mut payload, 2);
+        put_u64(&mut payload, 8);
+        payload.push(2);
+        payload.extend_from_slice(b"abc");
+        let expected = Entry::new(
+            Term::new(2),
+            Index::new(8),
+            EntryKind::ConfChange,
+            Bytes::from_static(b"abc"),
+        );
+        assert_eq!(decode_entry(&Bytes::from(payload)).unwrap(), expected);
     }
 
     #[test]

@@ -863,6 +863,36 @@ mod tests {
     }
 
     #[test]
+    fn the_retired_joint_change_kind_decodes_as_a_conf_change() {
+        // Goal: a peer of an earlier version sends joint membership changes
+        // with entry kind 2; they must arrive as `EntryKind::ConfChange`.
+        let entry = Entry::new(
+            Term::new(3),
+            Index::new(4),
+            EntryKind::ConfChange,
+            Bytes::from_static(b"abc"),
+        );
+        let append = Append {
+            prev: LogId::new(Term::new(3), Index::new(3)),
+            entries: vec![entry],
+            commit: Index::new(3),
+        };
+        let envelope = Envelope::new(
+            NodeId::new(1),
+            NodeId::new(2),
+            Term::new(3),
+            Message::Append(append),
+        );
+        let mut body = BytesMut::new();
+        encode(&envelope, &mut body);
+        // The entry is last: kind, data length (one varint byte), data.
+        let kind_at = body.len() - 5;
+        assert_eq!(body[kind_at], EntryKind::ConfChange.code());
+        body[kind_at] = 2;
+        assert_eq!(decode(body.freeze()), Ok(envelope));
+    }
+
+    #[test]
     fn handshake_round_trips_and_checks_magic() {
         let handshake = Handshake {
             version: PROTOCOL_VERSION,

@@ -22,11 +22,7 @@ fn log_id() -> impl Strategy<Value = LogId> {
 }
 
 fn entry_kind() -> impl Strategy<Value = EntryKind> {
-    prop_oneof![
-        Just(EntryKind::Normal),
-        Just(EntryKind::ConfChange),
-        Just(EntryKind::ConfChangeV2)
-    ]
+    prop_oneof![Just(EntryKind::Normal), Just(EntryKind::ConfChange)]
 }
 
 fn data() -> impl Strategy<Value = Bytes> {

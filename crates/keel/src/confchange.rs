@@ -132,13 +132,10 @@ impl ConfChange {
         joint.then_some(self.transition != ConfChangeTransition::JointExplicit)
     }
 
-    /// The entry kind that carries this change in the log.
+    /// The entry kind that carries this change in the log: always
+    /// [`EntryKind::ConfChange`], simple or joint (the encoding says which).
     pub fn entry_kind(&self) -> EntryKind {
-        if self.changes.len() == 1 && self.enters_joint().is_none() {
-            EntryKind::ConfChange
-        } else {
-            EntryKind::ConfChangeV2
-        }
+        EntryKind::ConfChange
     }
 
     /// The log encoding: version, transition, changes, context.

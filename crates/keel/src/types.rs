@@ -179,40 +179,68 @@ impl fmt::Display for LogId {
 }
 
 /// What an entry's payload means to the core.
+///
+/// ```
+/// use keel::EntryKind;
+/// assert_eq!(EntryKind::from_code(EntryKind::ConfChange.code()), Some(EntryKind::ConfChange));
+/// assert!(EntryKind::ConfChange.is_conf_change());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     /// Application data, opaque to the core. A leader's empty entry at the
     /// start of its term is a normal entry with no data.
     Normal,
-    /// A single membership change (encoded `ConfChange`).
+    /// A membership change: an encoded [`ConfChange`](crate::ConfChange),
+    /// simple or joint (one encoding carries both).
     ConfChange,
-    /// A joint membership change (encoded `ConfChangeV2`).
-    ConfChangeV2,
 }
 
 impl EntryKind {
-    /// A stable one-byte code, for codecs and disk formats.
+    /// A stable one-byte code, for codecs and disk formats: 0 for
+    /// `Normal`, 1 for `ConfChange`.
+    ///
+    /// ```
+    /// use keel::EntryKind;
+    /// assert_eq!(EntryKind::ConfChange.code(), 1);
+    /// ```
     pub const fn code(self) -> u8 {
         match self {
             EntryKind::Normal => 0,
             EntryKind::ConfChange => 1,
-            EntryKind::ConfChangeV2 => 2,
         }
     }
 
     /// The kind with this code, or `None` for an unknown code.
+    ///
+    /// Code 2 also decodes as `ConfChange`: earlier versions wrote joint
+    /// changes under their own kind (etcd's `ConfChangeV2`), so logs on
+    /// disk and peers not yet upgraded still carry it. It is never written
+    /// any more, and a `ConfChange`'s own encoding says whether it is
+    /// joint, so nothing is lost by merging the two.
+    ///
+    /// ```
+    /// use keel::EntryKind;
+    /// assert_eq!(EntryKind::from_code(1), Some(EntryKind::ConfChange));
+    /// assert_eq!(EntryKind::from_code(2), Some(EntryKind::ConfChange));
+    /// assert_eq!(EntryKind::from_code(3), None);
+    /// ```
     pub const fn from_code(code: u8) -> Option<EntryKind> {
         match code {
             0 => Some(EntryKind::Normal),
-            1 => Some(EntryKind::ConfChange),
-            2 => Some(EntryKind::ConfChangeV2),
+            // 2: the retired joint-change kind; see above.
+            1 | 2 => Some(EntryKind::ConfChange),
             _ => None,
         }
     }
 
     /// Whether the entry changes membership.
+    ///
+    /// ```
+    /// use keel::EntryKind;
+    /// assert!(!EntryKind::Normal.is_conf_change());
+    /// ```
     pub const fn is_conf_change(self) -> bool {
-        !matches!(self, EntryKind::Normal)
+        matches!(self, EntryKind::ConfChange)
     }
 }
 

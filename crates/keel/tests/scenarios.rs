@@ -1491,7 +1491,7 @@ fn format_entry(entry: &Entry) -> String {
     match entry.kind {
         EntryKind::Normal if entry.data.is_empty() => id.to_string(),
         EntryKind::Normal => format!("{id}:{}", format_data(&entry.data)),
-        EntryKind::ConfChange | EntryKind::ConfChangeV2 => {
+        EntryKind::ConfChange => {
             format!("{id}:conf({})", format_conf_change(&entry.data))
         }
     }

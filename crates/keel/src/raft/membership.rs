@@ -116,7 +116,7 @@ impl<S: Storage> Raft<S> {
             && index >= self.pending_conf_index;
         if leave_now {
             let leave = ConfChange::leave_joint();
-            self.append_entries(std::iter::once((EntryKind::ConfChangeV2, leave.encode())))?;
+            self.append_entries(std::iter::once((EntryKind::ConfChange, leave.encode())))?;
         }
         Ok(())
     }
