@@ -121,7 +121,7 @@ pub(crate) fn apply_entries(
                     world.complete_log_request(id, incarnation, &command, output);
                 }
             }
-            EntryKind::ConfChange | EntryKind::ConfChangeV2 => {
+            EntryKind::ConfChange => {
                 let Some((_, conf)) = memberships.iter().find(|(index, _)| *index == entry.index) else {
                     // The node stopped while handing it out.
                     return Ok(());

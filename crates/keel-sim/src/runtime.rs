@@ -57,7 +57,7 @@ pub(crate) fn send(world: &mut World, running: &Running, envelopes: Vec<Envelope
 /// Returns the ticks charged.
 pub(crate) fn charge_clock(node: &mut SimNode, world: &mut World) -> Result<u64, Violation> {
     let id = node.id;
-    let shown = node.clock.ticks_at(world.now_microticks());
+    let shown = node.clock.ticks_at(world.now_microticks);
     let Some(running) = node.running_mut() else {
         return Ok(0);
     };

@@ -8,7 +8,6 @@ use keel::NodeId;
 
 use crate::checker::SafetyChecker;
 use crate::checker::{Property, Violation};
-use crate::clock::MICROTICKS_PER_TICK;
 use crate::history::{Completion, History, Path};
 use crate::kv::parse_read_context;
 use crate::kv::{ClientId, Command, Key, Output};
@@ -95,8 +94,10 @@ pub(crate) struct Client {
 /// The world around the nodes.
 pub(crate) struct World {
     pub(crate) rng: SimRng,
-    /// The simulated clock, in ticks.
+    /// True time in world ticks: `now_microticks` rounded down.
     pub(crate) now: u64,
+    /// True time, in micro-ticks (see `clock`).
+    pub(crate) now_microticks: u64,
     /// The current step.
     pub(crate) step: u64,
     /// The last history event number (invocations and completions).
@@ -117,11 +118,6 @@ pub(crate) struct World {
 }
 
 impl World {
-    /// True time, in micro-ticks (see `clock`).
-    pub(crate) fn now_microticks(&self) -> u64 {
-        self.now * MICROTICKS_PER_TICK
-    }
-
     /// A node applied a request for the first time in the log: record its
     /// output (which every node must compute alike) and when it was first
     /// applied (it was committed, so took effect, no later than that).

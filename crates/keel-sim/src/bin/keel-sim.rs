@@ -42,6 +42,11 @@ struct Arguments {
     /// known core liveness issue; see the README).
     #[arg(long)]
     retire_at_once: bool,
+    /// Draw node clock rates within ±N/2 percent of nominal, beyond the
+    /// drift the lease assumes (`max_clock_drift_percent`); shows what that
+    /// assumption protects against.
+    #[arg(long, value_name = "N")]
+    clock_drift_percent: Option<u64>,
     /// Do not report snapshot outcomes to the core (shows what the
     /// `report_snapshot` contract prevents).
     #[arg(long)]
@@ -164,6 +169,7 @@ fn main() -> ExitCode {
     options.trace_capacity = arguments.trace;
     options.retire_at_once = arguments.retire_at_once;
     options.report_snapshots = !arguments.no_snapshot_reports;
+    options.clock_drift_percent = arguments.clock_drift_percent;
     #[cfg(feature = "drill")]
     match planted_bug(arguments.planted_bug.as_deref()) {
         Ok(bug) => options.planted_bug = bug,

@@ -111,7 +111,7 @@ impl Simulation {
             retired: false,
             lingering: false,
             removal_decided: false,
-            clock: NodeClock::NOMINAL,
+            clock: NodeClock::draw(&mut self.world.rng, self.shape.clock_rate_spread_ppm),
         });
         self.world.stats.nodes_added += 1;
         self.restart(self.nodes.len() - 1)?;

@@ -114,7 +114,7 @@ impl Simulation {
     pub(super) fn quiet_round(&mut self) -> Result<(), Violation> {
         self.drain()?;
         self.world.step += 1;
-        self.tick()?;
+        self.world_tick_step()?;
         self.check_all()
     }
 

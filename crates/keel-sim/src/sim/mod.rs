@@ -21,7 +21,6 @@ use keel::{ConfState, NodeId, Role, Status};
 
 use crate::budget::{Budget, LIVENESS_WORK_MAX};
 use crate::checker::{Property, SafetyChecker, Violation};
-use crate::clock::NodeClock;
 use crate::faults::Fault;
 use crate::history::{Completion, History};
 use crate::kv::{Key, Value};
@@ -69,6 +68,7 @@ mod liveness;
 mod options;
 mod report;
 mod shape;
+mod time;
 
 pub use options::SimOptions;
 pub use report::{Failure, RunReport};
@@ -131,11 +131,12 @@ struct Simulation {
 impl Simulation {
     fn new(options: &SimOptions) -> Self {
         let mut rng = SimRng::new(options.seed);
-        let shape = Shape::draw(&mut rng, &options.faults);
+        let shape = Shape::draw(&mut rng, options);
         let voters = ConfState::with_voters((1..=shape.nodes).map(NodeId::new));
         let world = World {
             rng,
             now: 0,
+            now_microticks: 0,
             step: 0,
             event: 0,
             network: Network::new(shape.network),
@@ -163,7 +164,8 @@ impl Simulation {
         let nodes = shape
             .configs
             .iter()
-            .map(|config| {
+            .zip(&shape.clocks)
+            .map(|(config, clock)| {
                 #[allow(unused_mut)]
                 let mut config = config.clone();
                 #[cfg(feature = "drill")]
@@ -181,7 +183,7 @@ impl Simulation {
                     retired: false,
                     lingering: false,
                     removal_decided: false,
-                    clock: NodeClock::NOMINAL,
+                    clock: *clock,
                 }
             })
             .collect();
@@ -325,7 +327,9 @@ impl Simulation {
         // drained far faster than the clock advances.
         let weights = [
             STEP_WEIGHT_DELIVER_EACH * deliverable.min(DELIVERABLE_WEIGHTED_MAX),
-            STEP_WEIGHT_TICK,
+            // One clock step moves time by about a world tick divided by
+            // the number of clocks.
+            STEP_WEIGHT_TICK * self.clock_count().max(1),
             if idle_clients && self.faults_on {
                 STEP_WEIGHT_CLIENT
             } else {
@@ -339,58 +343,8 @@ impl Simulation {
             Some(2) => self.invoke(),
             Some(3) => self.disk_step(),
             Some(4) => self.inject_fault(),
-            _ => self.tick(),
+            _ => self.clock_step(),
         }
-    }
-
-    fn tick(&mut self) -> Result<(), Violation> {
-        self.world.now += 1;
-        let now = self.world.now;
-        self.world.hash(&[1, now]);
-        self.world.trace_event(TraceEvent::Tick { tick: now });
-        if self.heal_at_tick.is_some_and(|tick| tick <= now) {
-            self.heal();
-        }
-        for position in 0..self.nodes.len() {
-            self.run_timers(position)?;
-        }
-        self.deliver_snapshot_reports()?;
-        for node in &mut self.nodes {
-            if node.running().is_some_and(|running| running.is_responsive()) {
-                runtime::charge_clock(node, &mut self.world)?;
-            }
-        }
-        self.world.expire_requests();
-        Ok(())
-    }
-
-    /// Restarts, resumes and crashes that are due.
-    fn run_timers(&mut self, position: usize) -> Result<(), Violation> {
-        let now = self.world.now;
-        match &self.nodes[position].process {
-            Process::Down { restart_at_tick, .. } if *restart_at_tick <= now => self.restart(position),
-            Process::Running(running) if running.crash_at_tick.is_some_and(|tick| tick <= now) => {
-                self.crash(position);
-                Ok(())
-            }
-            Process::Running(running)
-                if running.paused_since_tick.is_some() && running.resume_at_tick <= now =>
-            {
-                self.resume(position)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn heal(&mut self) {
-        if self.world.network.has_cuts() {
-            self.world.network.heal();
-            self.world.hash(&[31]);
-            self.world.trace_event(TraceEvent::Fault {
-                detail: "every link healed".to_string(),
-            });
-        }
-        self.heal_at_tick = None;
     }
 
     fn restart(&mut self, position: usize) -> Result<(), Violation> {
@@ -399,7 +353,7 @@ impl Simulation {
             return Ok(());
         };
         let storage = (**storage).clone();
-        node.start(storage, self.world.now_microticks())?;
+        node.start(storage, self.world.now_microticks)?;
         let id = node.id;
         if let Some(running) = node.running() {
             // Writes that survived the crash unsynced are durable now.

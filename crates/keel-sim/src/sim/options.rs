@@ -20,6 +20,11 @@ pub struct SimOptions {
     /// of once the voters of its new membership have applied it too. Shows
     /// a known core liveness issue (see the README); off by default.
     pub retire_at_once: bool,
+    /// Draw clock rates within ±`p`/2 percent of nominal instead of within
+    /// the drawn `max_clock_drift_percent` bound: drift beyond what the
+    /// lease assumes (`--clock-drift-percent`). `None` keeps clocks within
+    /// the bound.
+    pub clock_drift_percent: Option<u64>,
     /// Report how snapshot sends end (`RawNode::report_snapshot`), as the
     /// core's contract requires. Off only to show what breaks without it.
     pub report_snapshots: bool,
@@ -36,6 +41,7 @@ impl SimOptions {
             #[cfg(feature = "drill")]
             planted_bug: None,
             retire_at_once: false,
+            clock_drift_percent: None,
             report_snapshots: true,
         }
     }
@@ -55,6 +61,9 @@ impl SimOptions {
         }
         if !self.report_snapshots {
             extra.push_str(" --no-snapshot-reports");
+        }
+        if let Some(percent) = self.clock_drift_percent {
+            extra.push_str(&format!(" --clock-drift-percent {percent}"));
         }
         format!(
             "cargo run -p keel-sim --release{features} -- --seed {} --steps {} --faults {}{bug}{extra} --trace 2000",

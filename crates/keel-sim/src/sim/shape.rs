@@ -4,11 +4,12 @@ use std::fmt;
 
 use keel::{Config, NodeId};
 
-use crate::faults::{Fault, FaultSet};
+use crate::clock::NodeClock;
+use crate::faults::Fault;
 use crate::network::NetworkFaults;
 use crate::rng::SimRng;
 
-use super::DELAY_TICKS_MAX_ANY;
+use super::{SimOptions, DELAY_TICKS_MAX_ANY};
 
 /// The cluster and workload a seed draws (the FoundationDB habit of
 /// randomizing configuration as well as faults).
@@ -26,10 +27,16 @@ pub struct Shape {
     pub keys: u8,
     /// Ticks a client waits before it gives up (outcome unknown).
     pub client_timeout_ticks: u64,
+    /// How far any node's clock rate may be from nominal, in parts per
+    /// million; nodes added later draw theirs within it too.
+    pub clock_rate_spread_ppm: u64,
+    /// The founders' clocks.
+    pub clocks: Vec<NodeClock>,
 }
 
 impl Shape {
-    pub(super) fn draw(rng: &mut SimRng, faults: &FaultSet) -> Shape {
+    pub(super) fn draw(rng: &mut SimRng, options: &SimOptions) -> Shape {
+        let faults = &options.faults;
         let nodes = *rng.pick(&[3, 3, 4, 5, 5]).unwrap_or(&3);
         let election_timeout_ticks_min = rng.between(5, 12);
         // etcd's habit: timeouts spread over [min, 2 min); a narrower range
@@ -46,7 +53,12 @@ impl Shape {
         let max_committed_bytes_per_ready = rng.between(64, 4096);
         let forward_proposals = rng.chance(900_000);
         let priorities = rng.chance(200_000);
-        let configs = (1..=nodes)
+        let max_clock_drift_percent = if rng.chance(600_000) {
+            Config::new(NodeId::new(1)).max_clock_drift_percent
+        } else {
+            rng.between(2, 30)
+        };
+        let configs: Vec<Config> = (1..=nodes)
             .map(|id| {
                 let mut config = Config::new(NodeId::new(id));
                 config.election_timeout_ticks_min = election_timeout_ticks_min;
@@ -54,6 +66,7 @@ impl Shape {
                 config.heartbeat_interval_ticks = heartbeat_interval_ticks;
                 config.pre_vote = pre_vote;
                 config.check_quorum = check_quorum;
+                config.max_clock_drift_percent = max_clock_drift_percent;
                 config.async_storage_writes = async_storage_writes;
                 config.max_message_bytes = max_message_bytes;
                 config.max_inflight_messages = max_inflight_messages;
@@ -84,18 +97,41 @@ impl Shape {
             },
             reorder: faults.contains(Fault::Reorder) && rng.chance(700_000),
         };
+        let clients = rng.between(2, 5) as u32;
+        let keys = rng.between(1, 3) as u8;
+        let clock_rate_spread_ppm =
+            clock_rate_spread_ppm(max_clock_drift_percent, options.clock_drift_percent);
+        let clocks = (0..nodes)
+            .map(|_| NodeClock::draw(rng, clock_rate_spread_ppm))
+            .collect();
         Shape {
             nodes,
             configs,
             network,
-            clients: rng.between(2, 5) as u32,
-            keys: rng.between(1, 3) as u8,
+            clients,
+            keys,
             client_timeout_ticks: 4 * election_timeout_ticks_max,
+            clock_rate_spread_ppm,
+            clocks,
         }
     }
 
     pub(super) fn template(&self) -> &Config {
         &self.configs[0]
+    }
+}
+
+/// How far clock rates spread around nominal, in parts per million. Within
+/// the configured bound: rates in ±2/5 of it, so that the fastest clock
+/// over the slowest, `(1 + 2b/5) / (1 - 2b/5)`, stays below `1 + b` (for
+/// any bound `b` up to 50 %, and the drawn ones are at most 30 %). With
+/// `--clock-drift-percent p`: rates in ±p/2, as far beyond the bound as
+/// asked, to show what the lease's clock assumption protects against.
+fn clock_rate_spread_ppm(max_clock_drift_percent: u64, forced_percent: Option<u64>) -> u64 {
+    const PPM_PER_PERCENT: u64 = 10_000;
+    match forced_percent {
+        Some(percent) => percent * PPM_PER_PERCENT / 2,
+        None => max_clock_drift_percent * PPM_PER_PERCENT * 2 / 5,
     }
 }
 
@@ -105,7 +141,8 @@ impl fmt::Display for Shape {
         write!(
             formatter,
             "{} nodes, election {}..{} ticks, heartbeat {}, pre-vote {}, check-quorum {}, async writes {}, \
-             inflight {}, message {} B, priorities {:?}, {} clients on {} keys, loss {} ppm, duplicate {} ppm, delay <= {} ticks, reorder {}",
+             inflight {}, message {} B, priorities {:?}, {} clients on {} keys, loss {} ppm, duplicate {} ppm, delay <= {} ticks, reorder {}, \
+             clock drift bound {}%, clock rates {:?} ppm",
             self.nodes,
             config.election_timeout_ticks_min,
             config.election_timeout_ticks_max,
@@ -121,7 +158,9 @@ impl fmt::Display for Shape {
             self.network.loss,
             self.network.duplicate,
             self.network.delay_ticks_max,
-            self.network.reorder
+            self.network.reorder,
+            config.max_clock_drift_percent,
+            self.clocks.iter().map(NodeClock::rate_ppm).collect::<Vec<_>>()
         )
     }
 }
