@@ -9,6 +9,7 @@ use crate::raft::{Campaign, Raft, ReadMode, Role};
 use crate::ready::{PersistMarker, Ready, SoftState};
 use crate::status::{PeerStatus, Status};
 use crate::storage::Storage;
+use crate::tracker::ProgressState;
 use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Term};
 
 /// A Raft node with no IO: feed it ticks, messages and proposals; take its
@@ -474,6 +475,7 @@ impl<S: Storage> RawNode<S> {
                     matched: progress.matched(),
                     next: progress.next(),
                     state: progress.state(),
+                    probe_paused: progress.state() == ProgressState::Probe && progress.is_paused(),
                     recent_active: progress.recent_active(),
                     is_learner: progress.is_learner(),
                     inflight_messages: progress.inflights().count(),
@@ -489,6 +491,8 @@ impl<S: Storage> RawNode<S> {
             hard_state: raft.hard_state(),
             leader: raft.leader(),
             applied: raft.log().applied(),
+            // A failed read is not fatal here; see `Status::first_index`.
+            first_index: raft.log().first_index().ok(),
             last_index: raft.log().last_index(),
             conf_state: raft.tracker().conf_state(),
             uncommitted_bytes: raft.uncommitted_bytes(),

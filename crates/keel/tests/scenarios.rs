@@ -70,7 +70,8 @@
 //!   `quiet=true`, only role changes: for setting the stage).
 //! - `partition 1,2 3`, `isolate ID`, `cut FROM TO`, `heal`.
 //! - `raft-log ID`: the entries in the node's storage (and its snapshot).
-//! - `status IDS`: role, term, leader, commit, applied; peers if leader; the
+//! - `status IDS`: role, term, leader, commit, applied; peers if leader
+//!   (`paused`: a probe is out and unanswered, nothing more is sent); the
 //!   membership (`conf:` line) when it is relevant: in clusters started with
 //!   `bootstrap-snapshot=true`, or when it is not the founders' any more.
 //! - `restart ID`: crash and restart from storage.
@@ -1040,6 +1041,9 @@ impl Runner {
                     peer.next.get()
                 )
                 .unwrap();
+                if peer.probe_paused {
+                    out.push_str(" paused");
+                }
                 if peer.inflight_messages > 0 {
                     write!(
                         out,

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use keel::testing::{Cluster, ClusterOptions};
 use keel::{
-    ConfState, Envelope, Index, LogId, Message, NodeId, ProgressState, Role, SnapshotMetadata,
+    ConfState, Envelope, Index, LogId, Message, NodeId, PeerStatus, ProgressState, Role, SnapshotMetadata,
     SnapshotOutcome, Term,
 };
 
@@ -29,15 +29,18 @@ fn write_many(cluster: &mut Cluster, leader: u64, count: usize) {
     cluster.stabilize().unwrap();
 }
 
-fn peer_state(cluster: &Cluster, leader: u64, peer: u64) -> ProgressState {
+fn peer_status(cluster: &Cluster, leader: u64, peer: u64) -> PeerStatus {
     cluster
         .node(id(leader))
         .status()
         .peers
-        .iter()
+        .into_iter()
         .find(|status| status.id == id(peer))
         .unwrap()
-        .state
+}
+
+fn peer_state(cluster: &Cluster, leader: u64, peer: u64) -> ProgressState {
+    peer_status(cluster, leader, peer).state
 }
 
 fn snapshots_in(envelopes: &[Envelope]) -> usize {
@@ -142,6 +145,57 @@ fn paper_7_a_failed_snapshot_is_retried_and_never_pauses_the_follower_forever() 
         cluster.node(id(3)).status().hard_state.commit,
         cluster.node(id(1)).status().hard_state.commit
     );
+}
+
+#[test]
+fn status_first_index_moves_past_compacted_entries_and_installed_snapshots() {
+    // Goal: `Status::first_index` is where the log starts now, on the node
+    // that compacted and on the follower that installed the snapshot.
+    let mut cluster = led_cluster();
+    cluster.isolate(id(3));
+    write_many(&mut cluster, 1, 20);
+    let first_before = cluster.node(id(1)).status().first_index.unwrap();
+    let applied = cluster.node(id(1)).status().applied;
+    assert!(first_before < applied);
+    cluster.compact(id(1), applied).unwrap();
+    assert_eq!(cluster.node(id(1)).status().first_index, Some(applied.next()));
+    assert_eq!(cluster.node(id(3)).status().first_index, Some(first_before));
+    cluster.heal();
+    for _ in 0..3 {
+        cluster.tick(id(1)).unwrap();
+        cluster.stabilize().unwrap();
+    }
+    assert_eq!(cluster.node(id(3)).status().first_index, Some(applied.next()));
+}
+
+#[test]
+fn status_shows_a_probing_follower_paused_until_it_answers() {
+    // Goal: `PeerStatus::probe_paused` is set exactly while a probe is out
+    // and unanswered.
+    let mut cluster = led_cluster();
+    cluster.isolate(id(3));
+    cluster.node_mut(id(1)).report_unreachable(id(3));
+    let peer = peer_status(&cluster, 1, 3);
+    assert_eq!(peer.state, ProgressState::Probe);
+    assert!(!peer.probe_paused, "no probe sent yet");
+    // The next append to node 3 is a probe, and it is lost.
+    write_many(&mut cluster, 1, 1);
+    let peer = peer_status(&cluster, 1, 3);
+    assert_eq!(peer.state, ProgressState::Probe);
+    assert!(peer.probe_paused, "the probe is out and unanswered");
+    assert!(
+        !peer_status(&cluster, 1, 2).probe_paused,
+        "replicating: never probe-paused"
+    );
+    // Back in reach: a heartbeat answer resumes probing and node 3 catches up.
+    cluster.heal();
+    for _ in 0..3 {
+        cluster.tick(id(1)).unwrap();
+        cluster.stabilize().unwrap();
+    }
+    let peer = peer_status(&cluster, 1, 3);
+    assert_eq!(peer.state, ProgressState::Replicate);
+    assert!(!peer.probe_paused);
 }
 
 #[test]
