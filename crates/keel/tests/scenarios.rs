@@ -65,9 +65,13 @@
 //! - `persist ID [count=N]`: (async) makes the oldest handed-out writes
 //!   durable, then releases the messages that waited for them.
 //! - `apply ID [count=N]`: (async) applies handed-out committed entries.
-//! - `stabilize [quiet=true]`: process-ready (plus persist and apply on
-//!   async nodes) and deliver until nothing moves, printing everything (with
-//!   `quiet=true`, only role changes: for setting the stage).
+//! - `stabilize [quiet=true] [hold-apply=IDS]`: process-ready (plus persist
+//!   and apply on async nodes) and deliver until nothing moves, printing
+//!   everything (with `quiet=true`, only role changes: for setting the
+//!   stage). `hold-apply` leaves the listed async nodes' committed entries
+//!   unapplied (a slow state machine).
+//! - `tick-by ID N`: charges N ticks at once (`RawNode::tick_by`: time that
+//!   passed without ticks, a process pause); prints role changes.
 //! - `partition 1,2 3`, `isolate ID`, `cut FROM TO`, `heal`.
 //! - `raft-log ID`: the entries in the node's storage (and its snapshot).
 //! - `status IDS`: role, term, leader, commit, applied; peers if leader
@@ -110,6 +114,9 @@ macro_rules! scenarios {
 
 scenarios!(
     election_basic,
+    campaign_unapplied_conf_change,
+    single_voter_term_durable,
+    lease_after_pause,
     election_five_nodes,
     split_vote,
     pre_vote_partitioned_node,
@@ -446,6 +453,7 @@ impl Runner {
             "campaign" => self.campaign(&command, &mut out)?,
             "propose" => self.propose(&command, &mut out)?,
             "tick" => self.tick(&command, &mut out)?,
+            "tick-by" => self.tick_by(&command, &mut out)?,
             "deliver-msgs" => self.deliver_msgs(&command, &mut out)?,
             "dup-msgs" => self.dup_msgs(&command, &mut out)?,
             "stash-msgs" => self.stash_msgs(&command, &mut out)?,
@@ -805,6 +813,25 @@ impl Runner {
         Ok(())
     }
 
+    fn tick_by(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
+        command.allow_options(&[])?;
+        let id = parse_id(command.positional(0, "a node id")?)?;
+        let text = command.positional(1, "a tick count")?;
+        let ticks: u64 = text
+            .parse()
+            .map_err(|_| format!("`{text}` is not a tick count"))?;
+        let cluster = self.cluster()?;
+        let before = soft_views(cluster);
+        cluster
+            .node_mut(id)
+            .tick_by(ticks)
+            .map_err(|error| format!("tick-by failed: {error}"))?;
+        cluster.check_invariants();
+        write_changes(cluster, &before, "", out);
+        ok_if_empty(out);
+        Ok(())
+    }
+
     // ----- the network ------------------------------------------------------------------
 
     fn deliver_msgs(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
@@ -908,7 +935,7 @@ impl Runner {
         let ids = self.ids_argument(command)?;
         let cluster = self.cluster()?;
         for id in ids {
-            process_ready(cluster, id, false, out)?;
+            process_ready(cluster, id, Completion::None, out)?;
         }
         if out.is_empty() {
             out.push_str("no ready\n");
@@ -949,15 +976,27 @@ impl Runner {
     }
 
     fn stabilize(&mut self, command: &Command, out: &mut String) -> Result<(), String> {
-        command.allow_options(&["quiet"])?;
+        command.allow_options(&["quiet", "hold-apply"])?;
         let quiet = command.option::<bool>("quiet")?.unwrap_or(false);
+        let held: Vec<NodeId> = match command.options.get("hold-apply") {
+            Some(text) => text.split(',').map(parse_id).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         let cluster = self.cluster()?;
+        if let Some(id) = held.iter().find(|id| !is_async(cluster, **id)) {
+            return Err(format!("hold-apply needs an async node; n{} is not", id.get()));
+        }
         let mut log = String::new();
         let mut settled = false;
         for _ in 0..1_000 {
             let mut moved = false;
             for id in cluster.ids() {
-                moved |= process_ready(cluster, id, true, &mut log)?;
+                let completion = if held.contains(&id) {
+                    Completion::PersistOnly
+                } else {
+                    Completion::All
+                };
+                moved |= process_ready(cluster, id, completion, &mut log)?;
             }
             let envelopes = cluster.take_in_flight();
             moved |= !envelopes.is_empty();
@@ -1085,10 +1124,21 @@ fn is_async(cluster: &Cluster, id: NodeId) -> bool {
 /// Handles `id`'s `Ready` and prints it; on an asynchronous node only hands
 /// it out, unless `complete_async` (then persists and applies everything
 /// pending right after). Returns whether anything happened.
+/// What `process_ready` completes of an async node's earlier work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Completion {
+    /// Only hands the `Ready` out.
+    None,
+    /// Persists what is pending, applies nothing (a slow state machine).
+    PersistOnly,
+    /// Persists and applies everything pending.
+    All,
+}
+
 fn process_ready(
     cluster: &mut Cluster,
     id: NodeId,
-    complete_async: bool,
+    completion: Completion,
     out: &mut String,
 ) -> Result<bool, String> {
     let error = |error: keel::Error| format!("process-ready {id} failed: {error}");
@@ -1106,11 +1156,13 @@ fn process_ready(
         write_ready(id, ready, " (async)", out);
     }
     let mut completed = false;
-    if complete_async {
+    if completion != Completion::None {
         // Also what earlier `process-ready` commands left pending.
         while persist_one(cluster, id, out)? {
             completed = true;
         }
+    }
+    if completion == Completion::All {
         while apply_one(cluster, id, out)? {
             completed = true;
         }
