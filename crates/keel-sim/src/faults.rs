@@ -43,11 +43,14 @@ pub enum Fault {
     /// voters removed (the leader too) and replaced through joint
     /// configurations, between 3 and 7 voters.
     Churn,
+    /// A node's applier stalls for several election timeouts (a slow state
+    /// machine) while its commit index runs ahead.
+    SlowApply,
 }
 
 impl Fault {
     /// Every fault class.
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Loss,
         Fault::Delay,
         Fault::Duplicate,
@@ -62,6 +65,7 @@ impl Fault {
         Fault::Compaction,
         Fault::Transfer,
         Fault::Churn,
+        Fault::SlowApply,
     ];
 
     /// The name used on the command line.
@@ -81,6 +85,7 @@ impl Fault {
             Fault::Compaction => "compaction",
             Fault::Transfer => "transfer",
             Fault::Churn => "churn",
+            Fault::SlowApply => "slow-apply",
         }
     }
 }

@@ -45,6 +45,9 @@ pub(crate) struct ApplyJob {
     /// The membership after each membership change among `entries` (the
     /// core switched to it when the entries were handed out).
     pub(crate) memberships: Vec<(Index, ConfState)>,
+    /// The membership changes among `entries` are handed to the core only
+    /// when the applier applies them (`memberships` is filled then).
+    pub(crate) conf_changes_pending: bool,
     pub(crate) applied_index: Option<Index>,
 }
 
@@ -62,6 +65,11 @@ pub(crate) struct Running {
     /// Paused since this tick: no input until resumed.
     pub(crate) paused_since_tick: Option<u64>,
     pub(crate) resume_at_tick: u64,
+    /// The applier is stalled until this tick (a slow state machine): it
+    /// applies nothing while the commit index runs ahead.
+    pub(crate) apply_stalled_until_tick: Option<u64>,
+    /// See [`SimNode::conf_changes_when_applied`].
+    pub(crate) conf_changes_when_applied: bool,
     /// The clock's reading up to which ticks were charged to the core; the
     /// rest are owed (a paused process owes every tick of its pause).
     pub(crate) ticks_charged: u64,
@@ -89,6 +97,11 @@ impl Running {
     /// Whether the process takes input now.
     pub(crate) fn is_responsive(&self) -> bool {
         self.paused_since_tick.is_none()
+    }
+
+    /// Whether the applier makes progress now.
+    pub(crate) fn applier_runs(&self) -> bool {
+        self.apply_stalled_until_tick.is_none()
     }
 
     /// Whether its outputs count (not failed, not stopped).
@@ -121,6 +134,11 @@ pub(crate) struct SimNode {
     pub(crate) removal_decided: bool,
     /// The machine's clock (it outlives the process).
     pub(crate) clock: NodeClock,
+    /// The runtime hands membership changes to the core when its applier
+    /// applies them (etcd's raftexample), not when a `Ready` hands them out
+    /// (keel-node): a slow applier then leaves the core in a membership the
+    /// cluster has left.
+    pub(crate) conf_changes_when_applied: bool,
 }
 
 impl SimNode {
@@ -182,6 +200,8 @@ impl SimNode {
             learnt_removal: None,
             paused_since_tick: None,
             resume_at_tick: 0,
+            apply_stalled_until_tick: None,
+            conf_changes_when_applied: self.conf_changes_when_applied,
             ticks_charged: self.clock.ticks_at(now_microticks),
             crash_at_tick: None,
             stopped: false,

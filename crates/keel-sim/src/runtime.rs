@@ -190,6 +190,16 @@ pub(crate) fn handle_ready_sync(
         return Ok(());
     }
     send(world, running, ready.take_persisted_messages())?;
+    if !running.unapplied.is_empty() || !running.applier_runs() {
+        // The applier is behind (stalled, or still working through queued
+        // entries): the writes are durable now, the entries wait their turn.
+        queue_apply(world, id, running, &mut ready, snapshot)?;
+        take_reads(world, id, incarnation, running, &mut ready);
+        if call(id, running, |raw| raw.on_persisted(ready.persist_marker()))?.is_ok() {
+            running.persisted_ready = ready.number();
+        }
+        return Ok(());
+    }
     if let Some((metadata, image)) = snapshot {
         restore(world, id, running, &metadata, image)?;
     }
@@ -217,18 +227,7 @@ pub(crate) fn queue_ready(
         Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
         None => None,
     };
-    let applied_index = ready.last_committed_index().max(ready.persist_marker().snapshot);
-    let committed = ready.take_committed_entries();
-    let memberships = hand_out_conf_changes(world, id, running, &committed)?;
-    if applied_index.is_some() {
-        running.unapplied.push_back(ApplyJob {
-            ready_number: ready.number(),
-            snapshot: snapshot.clone(),
-            entries: committed,
-            memberships,
-            applied_index,
-        });
-    }
+    queue_apply(world, id, running, &mut ready, snapshot.clone())?;
     let persisted_messages = ready.take_persisted_messages();
     let has_writes = snapshot.is_some()
         || !ready.entries().is_empty()
@@ -248,6 +247,37 @@ pub(crate) fn queue_ready(
         running.persisted_ready = running.persisted_ready.max(ready.number());
     }
     take_reads(world, id, incarnation, running, &mut ready);
+    Ok(())
+}
+
+/// Queues a `Ready`'s committed entries (and snapshot restore) for the
+/// applier, handing their membership changes to the core now or, in a
+/// runtime that does so when applying, later.
+fn queue_apply(
+    world: &mut World,
+    id: NodeId,
+    running: &mut Running,
+    ready: &mut Ready,
+    snapshot: Option<(SnapshotMetadata, KvStore)>,
+) -> Result<(), Violation> {
+    let applied_index = ready.last_committed_index().max(ready.persist_marker().snapshot);
+    let committed = ready.take_committed_entries();
+    let conf_changes_pending = running.conf_changes_when_applied;
+    let memberships = if conf_changes_pending {
+        Vec::new()
+    } else {
+        hand_out_conf_changes(world, id, running, &committed)?
+    };
+    if applied_index.is_some() {
+        running.unapplied.push_back(ApplyJob {
+            ready_number: ready.number(),
+            snapshot,
+            entries: committed,
+            memberships,
+            conf_changes_pending,
+            applied_index,
+        });
+    }
     Ok(())
 }
 
@@ -390,7 +420,7 @@ pub(crate) fn apply_next(node: &mut SimNode, world: &mut World) -> Result<bool, 
     let Some(running) = node.running_mut() else {
         return Ok(false);
     };
-    if running.crash_at_tick.is_some() || running.stopped {
+    if running.crash_at_tick.is_some() || running.stopped || !running.applier_runs() {
         return Ok(false);
     }
     let Some(job) = running.unapplied.front() else {
@@ -399,12 +429,15 @@ pub(crate) fn apply_next(node: &mut SimNode, world: &mut World) -> Result<bool, 
     if job.snapshot.is_some() && job.ready_number > running.persisted_ready {
         return Ok(false);
     }
-    let Some(job) = running.unapplied.pop_front() else {
+    let Some(mut job) = running.unapplied.pop_front() else {
         return Ok(false);
     };
     world.hash(&[17, id.get(), job.ready_number]);
     if let Some((metadata, image)) = job.snapshot {
         restore(world, id, running, &metadata, image)?;
+    }
+    if job.conf_changes_pending {
+        job.memberships = hand_out_conf_changes(world, id, running, &job.entries)?;
     }
     apply_entries(world, id, incarnation, running, &job.entries, &job.memberships)?;
     if let Some(index) = job.applied_index {
@@ -428,10 +461,10 @@ pub(crate) fn has_disk_work(node: &SimNode) -> bool {
         running.is_healthy()
             && running.is_responsive()
             && (!running.unpersisted.is_empty()
-                || running
-                    .unapplied
-                    .front()
-                    .is_some_and(|job| job.snapshot.is_none() || job.ready_number <= running.persisted_ready))
+                || running.applier_runs()
+                    && running.unapplied.front().is_some_and(|job| {
+                        job.snapshot.is_none() || job.ready_number <= running.persisted_ready
+                    }))
     })
 }
 

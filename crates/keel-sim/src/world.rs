@@ -70,6 +70,8 @@ pub struct Stats {
     pub liveness_work: u64,
     /// The most deliveries and disk steps between two of its ticks.
     pub quiet_tick_work_max: u64,
+    /// Appliers stalled (slow state machines).
+    pub applier_stalls: u64,
 }
 
 /// A client's request in progress.

@@ -112,6 +112,7 @@ impl Simulation {
             lingering: false,
             removal_decided: false,
             clock: NodeClock::draw(&mut self.world.rng, self.shape.clock_rate_spread_ppm),
+            conf_changes_when_applied: self.shape.conf_changes_when_applied,
         });
         self.world.stats.nodes_added += 1;
         self.restart(self.nodes.len() - 1)?;

@@ -1,6 +1,8 @@
 //! The fault phase's faults: crashes, pauses, partitions, failed fsyncs,
 //! compactions and leadership transfers (membership churn is in `churn`).
 
+use std::collections::BTreeSet;
+
 use keel::NodeId;
 
 use crate::checker::Violation;
@@ -25,6 +27,7 @@ impl Simulation {
             (Fault::Compaction, 4, true),
             (Fault::Transfer, 2, true),
             (Fault::Churn, 3, true),
+            (Fault::SlowApply, 2, true),
         ];
         let weights: Vec<u64> = choices
             .iter()
@@ -49,6 +52,7 @@ impl Simulation {
             Fault::Compaction => self.fault_compaction()?,
             Fault::Transfer => self.fault_transfer()?,
             Fault::Churn => self.fault_churn()?,
+            Fault::SlowApply => self.fault_slow_apply(),
             _ => {}
         }
         Ok(())
@@ -89,6 +93,73 @@ impl Simulation {
         });
     }
 
+    /// A node's applier stalls for 2–8 election timeouts: its commit index
+    /// runs ahead of what it applied (and, in a runtime that hands
+    /// membership changes to the core when applying, its core stays in a
+    /// membership the cluster may leave meanwhile). Mostly a follower voter.
+    pub(super) fn fault_slow_apply(&mut self) {
+        let leader = self.leader();
+        let voters = self.latest_conf().voters;
+        let available = self.available();
+        let followers: Vec<usize> = available
+            .iter()
+            .copied()
+            .filter(|position| {
+                let id = self.nodes[*position].id;
+                Some(id) != leader && voters.contains(&id)
+            })
+            .collect();
+        let candidates = if !followers.is_empty() && self.world.rng.chance(700_000) {
+            followers
+        } else {
+            available
+        };
+        let Some(&position) = self.world.rng.pick(&candidates) else {
+            return;
+        };
+        let election = self.election_timeout_ticks();
+        let until = self.world.now + self.world.rng.between(2 * election, 8 * election);
+        let node = &mut self.nodes[position];
+        let id = node.id;
+        if let Some(running) = node.running_mut() {
+            running.apply_stalled_until_tick = Some(until);
+        }
+        self.world.stats.applier_stalls += 1;
+        self.world.hash(&[107, id.get(), until]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {id}: its applier stalls until tick {until}"),
+        });
+    }
+
+    /// The nodes whose core holds another membership than the leader's
+    /// (an applier behind a membership change), with the voters only those
+    /// memberships have: split from the rest, each side may elect a leader
+    /// in its own membership — what a node must not do before it has
+    /// applied every committed change (thesis §4.1).
+    fn stale_membership_side(&self) -> Option<Vec<NodeId>> {
+        let leader = self.leader()?;
+        let leader_conf = self.nodes[(leader.get() - 1) as usize]
+            .running()?
+            .raw
+            .status()
+            .conf_state;
+        let mut side = BTreeSet::new();
+        for node in &self.nodes {
+            let Some(running) = node.running() else {
+                continue;
+            };
+            let conf = running.raw.status().conf_state;
+            if conf == leader_conf || !conf.contains(node.id) {
+                continue;
+            }
+            side.insert(node.id);
+            let voters = conf.voters.iter().chain(&conf.voters_outgoing);
+            side.extend(voters.filter(|voter| !leader_conf.contains(**voter)));
+        }
+        let everyone = self.nodes.len();
+        (!side.is_empty() && side.len() < everyone).then(|| side.into_iter().collect())
+    }
+
     pub(super) fn fault_partition(&mut self, fault: Fault) {
         let mut ids: Vec<NodeId> = self.nodes.iter().map(|node| node.id).collect();
         let detail = match fault {
@@ -112,6 +183,12 @@ impl Simulation {
                     }
                 }
                 format!("one-way cuts {}", cuts.join(" "))
+            }
+            _ if self.world.rng.chance(500_000) && self.stale_membership_side().is_some() => {
+                let left = self.stale_membership_side().unwrap_or_default();
+                ids.retain(|id| !left.contains(id));
+                self.world.network.partition(&left, &ids);
+                format!("partition of a stale membership {left:?} | {ids:?}")
             }
             _ => {
                 // A random split into two non-empty groups.
@@ -178,9 +255,23 @@ impl Simulation {
             },
         };
         // A voter of the current membership; now and then any node (a
-        // learner or a removed node must be refused).
+        // learner or a removed node must be refused). Often one whose
+        // applier is stalled: TimeoutNow makes it campaign at once, with
+        // whatever membership its core holds.
         let voters: Vec<NodeId> = self.latest_conf().voters.into_iter().collect();
+        let stalled: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|voter| {
+                self.nodes[(voter.get() - 1) as usize]
+                    .running()
+                    .is_some_and(|running| !running.applier_runs())
+            })
+            .collect();
         let target = match self.world.rng.pick(&voters) {
+            _ if !stalled.is_empty() && self.world.rng.chance(500_000) => {
+                *self.world.rng.pick(&stalled).unwrap_or(&stalled[0])
+            }
             Some(voter) if self.world.rng.chance(900_000) => *voter,
             _ => NodeId::new(self.world.rng.between(1, self.nodes.len() as u64)),
         };

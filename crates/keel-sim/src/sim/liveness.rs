@@ -28,6 +28,7 @@ impl Simulation {
         for position in 0..self.nodes.len() {
             if let Some(running) = self.nodes[position].running_mut() {
                 running.raw.storage_mut().disarm_sync_failure();
+                running.apply_stalled_until_tick = None;
             }
             match &self.nodes[position].process {
                 Process::Down { .. } if self.nodes[position].retired => {}

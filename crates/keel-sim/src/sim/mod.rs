@@ -184,6 +184,7 @@ impl Simulation {
                     lingering: false,
                     removal_decided: false,
                     clock: *clock,
+                    conf_changes_when_applied: shape.conf_changes_when_applied,
                 }
             })
             .collect();

@@ -32,6 +32,9 @@ pub struct Shape {
     pub clock_rate_spread_ppm: u64,
     /// The founders' clocks.
     pub clocks: Vec<NodeClock>,
+    /// Whether the nodes' runtimes hand membership changes to the core
+    /// when they apply them rather than when a `Ready` hands them out.
+    pub conf_changes_when_applied: bool,
 }
 
 impl Shape {
@@ -104,6 +107,7 @@ impl Shape {
         let clocks = (0..nodes)
             .map(|_| NodeClock::draw(rng, clock_rate_spread_ppm))
             .collect();
+        let conf_changes_when_applied = rng.chance(500_000);
         Shape {
             nodes,
             configs,
@@ -113,6 +117,7 @@ impl Shape {
             client_timeout_ticks: 4 * election_timeout_ticks_max,
             clock_rate_spread_ppm,
             clocks,
+            conf_changes_when_applied,
         }
     }
 
@@ -142,7 +147,7 @@ impl fmt::Display for Shape {
             formatter,
             "{} nodes, election {}..{} ticks, heartbeat {}, pre-vote {}, check-quorum {}, async writes {}, \
              inflight {}, message {} B, priorities {:?}, {} clients on {} keys, loss {} ppm, duplicate {} ppm, delay <= {} ticks, reorder {}, \
-             clock drift bound {}%, clock rates {:?} ppm",
+             clock drift bound {}%, clock rates {:?} ppm, membership changes handed to the core {}",
             self.nodes,
             config.election_timeout_ticks_min,
             config.election_timeout_ticks_max,
@@ -160,7 +165,12 @@ impl fmt::Display for Shape {
             self.network.delay_ticks_max,
             self.network.reorder,
             config.max_clock_drift_percent,
-            self.clocks.iter().map(NodeClock::rate_ppm).collect::<Vec<_>>()
+            self.clocks.iter().map(NodeClock::rate_ppm).collect::<Vec<_>>(),
+            if self.conf_changes_when_applied {
+                "when applied"
+            } else {
+                "when handed out"
+            }
         )
     }
 }

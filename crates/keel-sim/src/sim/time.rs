@@ -99,9 +99,19 @@ impl Simulation {
         Ok(())
     }
 
-    /// Restarts, resumes and crashes that are due.
+    /// Restarts, resumes, crashes and appliers due.
     fn run_timers(&mut self, position: usize) -> Result<(), Violation> {
         let now = self.world.now;
+        let node = &mut self.nodes[position];
+        if let Some(running) = node.running_mut() {
+            if running.apply_stalled_until_tick.is_some_and(|tick| tick <= now) {
+                running.apply_stalled_until_tick = None;
+                self.world.hash(&[103, node.id.get()]);
+                self.world.trace_event(TraceEvent::Fault {
+                    detail: format!("node {}: its applier runs again", node.id),
+                });
+            }
+        }
         match &self.nodes[position].process {
             Process::Down { restart_at_tick, .. } if *restart_at_tick <= now => self.restart(position),
             Process::Running(running) if running.crash_at_tick.is_some_and(|tick| tick <= now) => {
