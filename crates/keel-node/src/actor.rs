@@ -17,6 +17,7 @@ use keel_log::SnapshotStore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{ApplyEvent, ApplyJob, PendingWrites, ReadResponder, WriteResponder};
+use crate::clock::TickClock;
 use crate::config::NodeConfig;
 use crate::disk::{DiskEvent, DiskJob, PersistJob};
 use crate::error::NodeError;
@@ -32,6 +33,29 @@ pub enum Consistency {
     Linearizable,
     /// Linearizable under a clock assumption: served by the leader within
     /// its lease without a round trip (falls back to `Linearizable`).
+    ///
+    /// The lease is counted in the leader's ticks (thesis §6.4.1), and
+    /// holds only while:
+    ///
+    /// - **tick rates differ by at most
+    ///   [`keel::Config::max_clock_drift_percent`]** (default 10%) between
+    ///   any two nodes: the leader shortens its lease by that much, so a
+    ///   follower whose clock runs faster still refuses other candidates
+    ///   for as long as the lease lasts. Machines whose clocks can drift
+    ///   further (or a configured `tick_interval` that differs between
+    ///   nodes) break the assumption: use `Linearizable` there.
+    /// - **ticks are measured by a monotonic clock**: the raft loop owes
+    ///   the core one tick per `tick_interval` elapsed on tokio's monotonic
+    ///   [`Instant`](tokio::time::Instant), whether or not its timer fired;
+    /// - **pauses are charged**: time during which the loop did not run (a
+    ///   process stopped by SIGSTOP, a VM stall, a starved thread) is
+    ///   charged as ticks before anything else is handled, and again right
+    ///   before each lease read, so a leader paused past its lease refuses
+    ///   to serve from it (it steps down, or falls back to a ReadIndex
+    ///   round). A pause the monotonic clock does not count is not
+    ///   charged: on Linux, `CLOCK_MONOTONIC` stands still while the whole
+    ///   machine is suspended, so do not suspend a machine that serves
+    ///   lease reads.
     Lease,
     /// Whatever this node has applied, with no round trip: may be stale.
     Stale,
@@ -79,6 +103,16 @@ pub(crate) enum Request<M: StateMachine> {
     },
 }
 
+/// What woke the raft loop.
+enum Wake<M: StateMachine> {
+    /// The next tick fell due.
+    TickDue,
+    Inbound(Inbound),
+    Request(Request<M>),
+    Disk(DiskEvent),
+    Apply(ApplyEvent),
+}
+
 /// The channels the raft loop listens on.
 pub(crate) struct ActorInputs<M: StateMachine> {
     pub(crate) requests: mpsc::Receiver<Request<M>>,
@@ -90,6 +124,8 @@ pub(crate) struct ActorInputs<M: StateMachine> {
 pub(crate) struct Actor<M: StateMachine> {
     pub(crate) config: NodeConfig,
     pub(crate) raw: RawNode<MemStorage>,
+    /// The ticks owed to `raw` by the monotonic clock.
+    pub(crate) clock: TickClock,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) members: AddressBook,
     pub(crate) disk: mpsc::UnboundedSender<DiskJob>,
@@ -118,53 +154,80 @@ const DRAIN_BATCH: usize = 256;
 
 impl<M: StateMachine> Actor<M> {
     pub(crate) async fn run(mut self, mut inputs: ActorInputs<M>) {
-        let mut ticker = tokio::time::interval(self.config.tick_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The timer only wakes the loop; the ticks themselves are measured
+        // by `self.clock` (see `charge_owed_ticks`).
+        let tick_due = tokio::time::sleep_until(self.clock.next_tick_at());
+        tokio::pin!(tick_due);
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         while shutdown.is_none() {
-            tokio::select! {
-                _ = ticker.tick() => self.on_tick(),
-                Some(event) = inputs.inbound.recv() => {
-                    self.on_inbound(event);
-                    for _ in 0..DRAIN_BATCH {
-                        match inputs.inbound.try_recv() {
-                            Ok(event) => self.on_inbound(event),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Some(request) = inputs.requests.recv() => {
-                    shutdown = self.on_request(request);
-                    for _ in 0..DRAIN_BATCH {
-                        if shutdown.is_some() {
-                            break;
-                        }
-                        match inputs.requests.try_recv() {
-                            Ok(request) => shutdown = self.on_request(request),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Some(event) = inputs.disk_events.recv() => {
-                    self.on_disk_event(event);
-                    while let Ok(event) = inputs.disk_events.try_recv() {
-                        self.on_disk_event(event);
-                    }
-                }
-                Some(event) = inputs.apply_events.recv() => {
-                    self.on_apply_event(event);
-                    while let Ok(event) = inputs.apply_events.try_recv() {
-                        self.on_apply_event(event);
-                    }
-                }
+            let wake = tokio::select! {
+                () = &mut tick_due => Wake::TickDue,
+                Some(event) = inputs.inbound.recv() => Wake::Inbound(event),
+                Some(request) = inputs.requests.recv() => Wake::Request(request),
+                Some(event) = inputs.disk_events.recv() => Wake::Disk(event),
+                Some(event) = inputs.apply_events.recv() => Wake::Apply(event),
                 else => break,
-            }
+            };
+            // Time first: whatever woke the loop, it is handled with the
+            // clock brought up to date, however long the loop waited or
+            // the process was stopped. After a SIGCONT, `select!` may well
+            // hand over a read or a peer message before the timer.
+            self.charge_owed_ticks();
+            shutdown = self.handle_wake(wake, &mut inputs);
             self.process_ready();
+            let next_tick_at = self.clock.next_tick_at();
+            if tick_due.deadline() != next_tick_at {
+                tick_due.as_mut().reset(next_tick_at);
+            }
         }
         self.stop();
         if let Some(responder) = shutdown {
             let _ = responder.send(());
         }
+    }
+
+    /// Handles what woke the loop, and whatever else is already waiting on
+    /// the same channel. Returns the shutdown responder when asked to stop.
+    fn handle_wake(&mut self, wake: Wake<M>, inputs: &mut ActorInputs<M>) -> Option<oneshot::Sender<()>> {
+        match wake {
+            // Charged already.
+            Wake::TickDue => {}
+            Wake::Inbound(event) => {
+                self.on_inbound(event);
+                for _ in 0..DRAIN_BATCH {
+                    match inputs.inbound.try_recv() {
+                        Ok(event) => self.on_inbound(event),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Wake::Request(request) => {
+                let mut shutdown = self.on_request(request);
+                for _ in 0..DRAIN_BATCH {
+                    if shutdown.is_some() {
+                        break;
+                    }
+                    match inputs.requests.try_recv() {
+                        Ok(request) => shutdown = self.on_request(request),
+                        Err(_) => break,
+                    }
+                }
+                return shutdown;
+            }
+            Wake::Disk(event) => {
+                self.on_disk_event(event);
+                while let Ok(event) = inputs.disk_events.try_recv() {
+                    self.on_disk_event(event);
+                }
+            }
+            Wake::Apply(event) => {
+                self.on_apply_event(event);
+                while let Ok(event) = inputs.apply_events.try_recv() {
+                    self.on_apply_event(event);
+                }
+            }
+        }
+        None
     }
 
     fn stop(&mut self) {
@@ -213,11 +276,28 @@ impl<M: StateMachine> Actor<M> {
         }
     }
 
-    fn on_tick(&mut self) {
-        if self.fatal.is_some() {
+    /// Charges the core every tick the monotonic clock owes: one per tick
+    /// interval since the last charge, however many timer wake-ups were
+    /// missed. A leader's lease is counted in these ticks, so a pause (a
+    /// stopped process, a stalled machine) shortens it by as much real time
+    /// as it took, and the core refuses a lease read it would otherwise
+    /// answer from a lease another leader may have outlived. One clock read
+    /// and, between ticks, one comparison.
+    fn charge_owed_ticks(&mut self) {
+        let owed_ticks = self.clock.owed_ticks(tokio::time::Instant::now());
+        if owed_ticks == 0 || self.fatal.is_some() {
             return;
         }
-        let result = self.raw.tick();
+        if owed_ticks >= self.config.raft.election_timeout_ticks_min {
+            let tick_ms = u64::try_from(self.config.tick_interval.as_millis()).unwrap_or(u64::MAX);
+            tracing::warn!(
+                node = %self.config.id,
+                owed_ticks,
+                stalled_ms = tick_ms.saturating_mul(owed_ticks),
+                "the raft loop did not run for an election timeout (process stopped or starved); charged to the lease and the timers"
+            );
+        }
+        let result = self.raw.tick_by(owed_ticks);
         self.on_core_result(result, "tick");
         self.prune_expired();
     }
@@ -358,7 +438,13 @@ impl<M: StateMachine> Actor<M> {
                 return;
             }
             Consistency::Linearizable => ReadMode::Safe,
-            Consistency::Lease => ReadMode::Lease,
+            Consistency::Lease => {
+                // The lease is judged by the clock as it is now, not as it
+                // was when the loop woke: draining a batch takes time, and
+                // the process may have been stopped in between.
+                self.charge_owed_ticks();
+                ReadMode::Lease
+            }
         };
         let request_id = self.next_request_id();
         let context = Bytes::copy_from_slice(&request_id.to_le_bytes());

@@ -79,7 +79,11 @@ impl<M: StateMachine> NodeHandle<M> {
         self.call(|responder| Request::Write { command, responder }).await
     }
 
-    /// Answers `query` at the given consistency.
+    /// Answers `query` at the given consistency. A
+    /// [`Consistency::Lease`] read is linearizable only under the lease's
+    /// clock assumption (bounded drift between the nodes' tick rates,
+    /// `max_clock_drift_percent`; time measured by a monotonic clock,
+    /// pauses charged); see [`Consistency::Lease`].
     pub async fn read(
         &self,
         query: M::Query,

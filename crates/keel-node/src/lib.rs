@@ -6,15 +6,18 @@
 //!
 //! ## How it runs
 //!
-//! - **One task owns the `RawNode`** (the raft loop). It ticks, steps
-//!   messages from the transport, takes client requests, and hands each
-//!   `Ready`'s work on: messages to the transport at once (a leader
+//! - **One task owns the `RawNode`** (the raft loop). Whenever it wakes,
+//!   it first charges the core every tick its monotonic clock owes (one
+//!   per `tick_interval` elapsed, so a paused process owes many), then
+//!   steps messages from the transport, takes client requests, and hands
+//!   each `Ready`'s work on: messages to the transport at once (a leader
 //!   replicates in parallel with its own disk write), writes to the disk
 //!   thread, committed entries to the applier. It never waits for IO.
 //! - **The disk thread** writes with keel-log, grouping every `Ready`
 //!   queued behind the current write into one fsync, mirrors the writes
 //!   into the in-memory log the core reads from, and only then sends the
-//!   messages that promise durability (votes, acknowledgements).
+//!   messages that promise durability (votes, acknowledgements, anything
+//!   of a term not yet durable).
 //! - **The applier thread** owns the state machine: it applies entries in
 //!   order, answers writers and readers, and takes snapshots every
 //!   `snapshot_interval_entries`, after which the log is compacted.
@@ -23,9 +26,12 @@
 //!
 //! A write returns once its entry is applied on the node that took it.
 //! Reads are [`Consistency::Linearizable`] (ReadIndex), [`Consistency::Lease`]
-//! or [`Consistency::Stale`]. Followers forward writes and linearizable
-//! reads to the leader themselves. `Timeout` and `NoLeader` on a write mean
-//! its outcome is unknown.
+//! or [`Consistency::Stale`]. Lease reads rest on a clock assumption: the
+//! nodes' tick rates differ by at most `max_clock_drift_percent` of
+//! [`keel::Config`], and time is measured by a monotonic clock, pauses
+//! included (see [`Consistency::Lease`]). Followers forward writes and
+//! linearizable reads to the leader themselves. `Timeout` and `NoLeader` on
+//! a write mean its outcome is unknown.
 //!
 //! Start with the [`guide`]: a replicated counter from scratch.
 
@@ -33,6 +39,7 @@
 
 mod actor;
 mod apply;
+mod clock;
 mod config;
 mod disk;
 mod error;

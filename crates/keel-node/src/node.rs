@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::actor::{Actor, ActorInputs};
 use crate::apply::{Applier, ApplierStart};
+use crate::clock::TickClock;
 use crate::config::NodeConfig;
 use crate::disk::DiskWriter;
 use crate::handle::NodeHandle;
@@ -70,7 +71,8 @@ impl Node {
     /// [`inbound_channel`](crate::inbound_channel)).
     ///
     /// # Errors
-    /// [`StartError`] if the data directory is unusable or damaged.
+    /// [`StartError`] if the data directory is unusable or damaged, or the
+    /// configuration is invalid (a zero `tick_interval`, say).
     pub async fn start<M: StateMachine>(
         config: NodeConfig,
         mut state_machine: M,
@@ -78,6 +80,9 @@ impl Node {
         transport: Arc<dyn Transport>,
         inbound: mpsc::Receiver<Inbound>,
     ) -> Result<NodeHandle<M>, StartError> {
+        if config.tick_interval.is_zero() {
+            return Err(StartError::Config("tick_interval must not be zero".to_string()));
+        }
         let (recovered, state_machine) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
@@ -146,6 +151,7 @@ impl Node {
             metrics: metrics.clone(),
         };
         let actor = Actor {
+            clock: TickClock::new(tokio::time::Instant::now(), config.tick_interval),
             config,
             raw,
             transport,
