@@ -319,6 +319,12 @@ impl<M: StateMachine> Actor<M> {
             return;
         }
         match event {
+            Inbound::Message(envelope) if matches!(envelope.message, Message::Snapshot(_)) => {
+                // A snapshot travels with its data (`SnapshotReceived`);
+                // stepped without it, the core would accept a snapshot this
+                // node cannot install, and the node would stop.
+                tracing::warn!(node = %self.config.id, from = %envelope.from, "snapshot message without its data dropped");
+            }
             Inbound::Message(envelope) => {
                 let result = self.raw.step(envelope);
                 self.on_core_result(result, "step");
@@ -647,11 +653,18 @@ impl<M: StateMachine> Actor<M> {
             },
             None => None,
         };
+        let mut messages = ready.take_persisted_messages();
+        if messages
+            .iter()
+            .any(|envelope| matches!(envelope.message, Message::Snapshot(_)))
+        {
+            self.retry_held_snapshots(&mut messages);
+        }
         let job = PersistJob {
             snapshot,
             entries: ready.take_entries(),
             hard_state: ready.hard_state(),
-            messages: ready.take_persisted_messages(),
+            messages,
             marker: ready.persist_marker(),
         };
         let nothing = job.snapshot.is_none()
@@ -661,6 +674,26 @@ impl<M: StateMachine> Actor<M> {
         if !nothing {
             let _ = self.disk.send(DiskJob::Persist(job));
         }
+    }
+
+    /// The disk thread sends what waits for durability as plain messages,
+    /// but a snapshot must stream with its data from this loop. A leader
+    /// whose term is not yet durable has its snapshot held by the core (it
+    /// would be sent after the write). That is rare (a new leader whose
+    /// term's write is still in flight, meeting a follower that needs a
+    /// snapshot), so the snapshot is reported failed instead: the core's
+    /// next probe of the follower finds the entries compacted and sends a
+    /// fresh snapshot, by then (or at a later retry) in a durable term.
+    #[cold]
+    fn retry_held_snapshots(&mut self, messages: &mut Vec<keel::Envelope>) {
+        messages.retain(|envelope| {
+            if matches!(envelope.message, Message::Snapshot(_)) {
+                self.raw.report_snapshot(envelope.to, SnapshotOutcome::Failed);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn send(&mut self, envelope: keel::Envelope) {

@@ -138,6 +138,9 @@ impl<M: StateMachine> DiskWriter<M> {
         }
         self.metrics.record_append(started.elapsed());
         for job in group {
+            if !job.messages.is_empty() {
+                self.metrics.count_messages_sent(job.messages.len() as u64);
+            }
             for envelope in job.messages {
                 self.transport.send(envelope);
             }

@@ -108,8 +108,14 @@ impl Metrics {
     }
 
     pub(crate) fn count_message_sent(&self) {
-        self.messages_sent.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(names::MESSAGES_SENT, "node" => self.node.clone()).increment(1);
+        self.count_messages_sent(1);
+    }
+
+    /// Counts `count` messages at once: the disk thread's batches cost one
+    /// counter update, not one per message.
+    pub(crate) fn count_messages_sent(&self, count: u64) {
+        self.messages_sent.fetch_add(count, Ordering::Relaxed);
+        metrics::counter!(names::MESSAGES_SENT, "node" => self.node.clone()).increment(count);
     }
 
     pub(crate) fn count_leader_change(&self) {
