@@ -232,7 +232,18 @@ fn unexpected(response: StoreResponse) -> ApiError {
     )
 }
 
-/// `?consistency=` of a read.
+/// `?consistency=` of a read: `linearizable` (the default, ReadIndex),
+/// `lease` or `stale`.
+///
+/// A `lease` read is answered by the leader from its lease, without a round
+/// trip, and is linearizable under the lease's clock assumption (thesis
+/// §6.4.1, see [`Consistency::Lease`]): the members' clocks run at rates
+/// that differ by at most `max_clock_drift_percent` (10%, keel's default),
+/// every member has the same `--heartbeat-ms` and `--election-timeout-ms`,
+/// and time is measured by the monotonic clock, pauses included: a leader
+/// stopped (SIGSTOP, a VM stall) past its lease charges that time before it
+/// answers, and falls back to a ReadIndex round or to `no_leader` instead
+/// of serving from the expired lease.
 #[derive(Deserialize)]
 struct ReadParams {
     consistency: Option<String>,

@@ -148,8 +148,13 @@ struct Target {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ReadConsistency {
+    /// Confirmed by a heartbeat round to a quorum (ReadIndex).
     Linearizable,
+    /// Served by the leader within its lease, without a round trip;
+    /// linearizable if the nodes' clocks are monotonic and their rates
+    /// differ by at most 10%.
     Lease,
+    /// This node's applied state, no round trip: may be stale.
     Stale,
 }
 
@@ -184,7 +189,9 @@ struct ServeArgs {
     /// to two of these without a leader).
     #[arg(long, default_value_t = 1000)]
     election_timeout_ms: u64,
-    /// Leader heartbeat interval in milliseconds.
+    /// Leader heartbeat interval in milliseconds, also the node's tick.
+    /// Give every member the same heartbeat and election timeout: lease
+    /// reads count time in ticks.
     #[arg(long, default_value_t = 100)]
     heartbeat_ms: u64,
     /// How long a request may wait before it fails with `timeout`.

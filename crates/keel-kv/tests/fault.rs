@@ -12,9 +12,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod processes;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,173 +24,10 @@ use hyper::Method;
 use keel_kv::client::{ClientError, KvClient};
 use keel_sim::kv::{Operation, Output};
 use keel_sim::linearizability::{check_history, CheckedOperation, Verdict};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use processes::{log_tails, start_cluster, wait_for_leader, NODES};
 
-const NODES: u64 = 3;
 const KEYS: u8 = 3;
 const CLIENTS: u64 = 6;
-
-/// One `keel-kv serve` process, killed (and resumed first, if paused) when
-/// dropped, so no child outlives the test, even on a panic.
-struct NodeProcess {
-    id: u64,
-    arguments: Vec<String>,
-    client_addr: String,
-    log_path: PathBuf,
-    child: Option<Child>,
-    paused: bool,
-}
-
-impl NodeProcess {
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "node {} already running", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel-kv"))
-            .args(&self.arguments)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-        self.paused = false;
-    }
-
-    fn pause(&mut self) {
-        kill(self.pid(), Signal::SIGSTOP).unwrap();
-        self.paused = true;
-    }
-
-    fn resume(&mut self) {
-        kill(self.pid(), Signal::SIGCONT).unwrap();
-        self.paused = false;
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
-        }
-        self.kill_9();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_cluster(directory: &Path) -> Vec<NodeProcess> {
-    let ports: Vec<(u16, u16)> = (0..NODES).map(|_| (free_port(), free_port())).collect();
-    let initial: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(index, (peer, _))| format!("{}=127.0.0.1:{peer}", index + 1))
-        .collect();
-    let mut nodes = Vec::new();
-    for (index, (peer, client)) in ports.iter().enumerate() {
-        let id = index as u64 + 1;
-        let arguments: Vec<String> = [
-            "serve",
-            "--id",
-            &id.to_string(),
-            "--data-dir",
-            &directory.join(format!("node-{id}")).display().to_string(),
-            "--peer-addr",
-            &format!("127.0.0.1:{peer}"),
-            "--client-addr",
-            &format!("127.0.0.1:{client}"),
-            "--initial-cluster",
-            &initial.join(","),
-            "--heartbeat-ms",
-            "50",
-            "--election-timeout-ms",
-            "500",
-            "--request-timeout-ms",
-            "2000",
-            "--snapshot-interval-entries",
-            "300",
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ]
-        .iter()
-        .map(|argument| argument.to_string())
-        .collect();
-        let mut node = NodeProcess {
-            id,
-            arguments,
-            client_addr: format!("127.0.0.1:{client}"),
-            log_path: directory.join(format!("node-{id}.log")),
-            child: None,
-            paused: false,
-        };
-        node.start();
-        nodes.push(node);
-    }
-    nodes
-}
-
-/// The leader as some running, unpaused node sees it.
-async fn find_leader(client: &KvClient, nodes: &[NodeProcess]) -> Option<u64> {
-    for node in nodes.iter().filter(|node| node.child.is_some() && !node.paused) {
-        if let Ok(response) = client
-            .request_to(&node.client_addr, Method::GET, "/v1/cluster", Bytes::new())
-            .await
-        {
-            if let Some(leader) = response.json().and_then(|view| view["leader"].as_u64()) {
-                return Some(leader);
-            }
-        }
-    }
-    None
-}
-
-async fn wait_for_leader(client: &KvClient, nodes: &[NodeProcess], within: Duration) -> u64 {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if let Some(leader) = find_leader(client, nodes).await {
-            return leader;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no leader within {within:?}\n{}", log_tails(nodes));
-}
-
-fn log_tails(nodes: &[NodeProcess]) -> String {
-    let mut text = String::new();
-    for node in nodes {
-        let log = std::fs::read_to_string(&node.log_path).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        text.push_str(&format!("--- node {} log (last 20 lines) ---\n", node.id));
-        for line in &lines[lines.len().saturating_sub(20)..] {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    text
-}
 
 /// How a client saw one operation end.
 enum Seen {
