@@ -1,7 +1,7 @@
 //! # keel-kv
 //!
 //! The replicated key-value server built on keel: an ordered map
-//! replicated with Raft, served over HTTP (see `shared/KV_API.md` for the
+//! replicated with Raft, served over HTTP (see `docs/KV_API.md` in the repository for the
 //! contract), with a CLI, a local cluster runner and a load generator.
 //!
 //! The pieces:
