@@ -23,7 +23,8 @@ use crate::disk::{DiskEvent, DiskJob, PersistJob};
 use crate::error::NodeError;
 use crate::members::{AddressBook, ChangeContext};
 use crate::metrics::Metrics;
-use crate::state_machine::{tagged, StateMachine};
+use crate::request::{tagged, RequestId, RequestIds};
+use crate::state_machine::StateMachine;
 use crate::transport::{Inbound, Transport};
 
 /// How fresh a read must be.
@@ -132,15 +133,18 @@ pub(crate) struct Actor<M: StateMachine> {
     pub(crate) applier: mpsc::UnboundedSender<ApplyJob<M>>,
     pub(crate) snapshots: Arc<Mutex<SnapshotStore>>,
     pub(crate) pending_writes: PendingWrites<M>,
-    pub(crate) pending_reads: HashMap<u64, (Instant, M::Query, ReadResponder<M>)>,
-    pub(crate) pending_changes: HashMap<u64, (Instant, Responder<()>)>,
+    pub(crate) pending_reads: HashMap<RequestId, (Instant, M::Query, ReadResponder<M>)>,
+    pub(crate) pending_changes: HashMap<RequestId, (Instant, Responder<()>)>,
     /// Membership requests whose entry is committed, answered once it is
     /// applied: only then does the leader accept the next change.
     pub(crate) changes_awaiting_apply: Vec<(Index, Responder<()>, Result<(), NodeError>)>,
     pub(crate) transfer_waiters: Vec<(Instant, NodeId, Responder<()>)>,
     /// Data files of snapshots received and stepped, by snapshot index.
     pub(crate) received_snapshots: BTreeMap<Index, PathBuf>,
-    pub(crate) next_request_id: u64,
+    /// This life's request ids: what comes back from the protocol is
+    /// matched to its caller by them, and no id of an earlier life equals
+    /// one of this life (see `request.rs`).
+    pub(crate) request_ids: RequestIds,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) fatal: Option<String>,
     /// The leader known at the last role change, to log leader changes.
@@ -355,11 +359,6 @@ impl<M: StateMachine> Actor<M> {
         }
     }
 
-    fn next_request_id(&mut self) -> u64 {
-        self.next_request_id += 1;
-        self.next_request_id
-    }
-
     fn pending_count(&self) -> usize {
         let writes = self.writes().len();
         writes + self.pending_reads.len()
@@ -418,14 +417,14 @@ impl<M: StateMachine> Actor<M> {
     }
 
     fn write(&mut self, command: Bytes, responder: WriteResponder<M>) {
-        let request_id = self.next_request_id();
-        let data = tagged::encode(self.config.id, request_id, &command);
+        let request = self.request_ids.next();
+        let data = tagged::encode(self.config.id, request, &command);
         // Registered before proposing: the entry may be applied before the
         // next line of this loop runs again.
-        self.writes().insert(request_id, (Instant::now(), responder));
+        self.writes().insert(request, (Instant::now(), responder));
         self.metrics.count_proposal();
         if let Err(error) = self.raw.propose(data) {
-            self.fail_write(request_id, self.map_error(&error));
+            self.fail_write(request, self.map_error(&error));
             if error.is_fatal() {
                 self.fail(error.to_string());
             }
@@ -452,12 +451,11 @@ impl<M: StateMachine> Actor<M> {
                 ReadMode::Lease
             }
         };
-        let request_id = self.next_request_id();
-        let context = Bytes::copy_from_slice(&request_id.to_le_bytes());
-        match self.raw.read_index(context, mode) {
+        let request = self.request_ids.next();
+        match self.raw.read_index(request.to_read_context(), mode) {
             Ok(()) => {
                 self.pending_reads
-                    .insert(request_id, (Instant::now(), query, responder));
+                    .insert(request, (Instant::now(), query, responder));
             }
             Err(error) => {
                 let _ = responder.send(Err(self.map_error(&error)));
@@ -466,17 +464,16 @@ impl<M: StateMachine> Actor<M> {
     }
 
     fn change_membership(&mut self, mut change: ConfChange, added: AddressBook, responder: Responder<()>) {
-        let request_id = self.next_request_id();
+        let request = self.request_ids.next();
         change.context = ChangeContext {
             origin: self.config.id,
-            request_id,
+            request,
             added,
         }
         .encode();
         match self.raw.propose_conf_change(&change) {
             Ok(()) => {
-                self.pending_changes
-                    .insert(request_id, (Instant::now(), responder));
+                self.pending_changes.insert(request, (Instant::now(), responder));
             }
             Err(error) => {
                 let _ = responder.send(Err(self.map_error(&error)));
@@ -614,8 +611,8 @@ impl<M: StateMachine> Actor<M> {
             self.send(envelope);
         }
         for context in ready.dropped_reads() {
-            if let Some(request_id) = request_id_of(context) {
-                if let Some((_, _, responder)) = self.pending_reads.remove(&request_id) {
+            if let Some(request) = RequestId::from_read_context(context) {
+                if let Some((_, _, responder)) = self.pending_reads.remove(&request) {
                     let _ = responder.send(Err(NodeError::NoLeader));
                 }
             }
@@ -624,10 +621,10 @@ impl<M: StateMachine> Actor<M> {
             self.fail_refused(refused);
         }
         for state in ready.take_read_states() {
-            let Some(request_id) = request_id_of(&state.context) else {
+            let Some(request) = RequestId::from_read_context(&state.context) else {
                 continue;
             };
-            if let Some((_, query, responder)) = self.pending_reads.remove(&request_id) {
+            if let Some((_, query, responder)) = self.pending_reads.remove(&request) {
                 let _ = self.applier.send(ApplyJob::Read {
                     index: state.index,
                     query,
@@ -722,15 +719,15 @@ impl<M: StateMachine> Actor<M> {
     /// The writes waiting for their entry to apply (shared with the
     /// applier, which answers them). A panic elsewhere leaves the map
     /// intact, so a poisoned lock is used as it is.
-    fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, WriteResponder<M>)>> {
+    fn writes(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, (Instant, WriteResponder<M>)>> {
         self.pending_writes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Answers the write `request_id`, if it is still waiting, with `error`.
-    fn fail_write(&self, request_id: u64, error: NodeError) {
-        let waiting = self.writes().remove(&request_id);
+    /// Answers the write `request`, if it is still waiting, with `error`.
+    fn fail_write(&self, request: RequestId, error: NodeError) {
+        let waiting = self.writes().remove(&request);
         if let Some((_, responder)) = waiting {
             let _ = responder.send(Err(error));
         }
@@ -753,15 +750,15 @@ impl<M: StateMachine> Actor<M> {
                     .ok()
                     .and_then(|change| ChangeContext::decode(change.context));
                 if let Some(context) = context.filter(|context| context.origin == self.config.id) {
-                    if let Some((_, responder)) = self.pending_changes.remove(&context.request_id) {
+                    if let Some((_, responder)) = self.pending_changes.remove(&context.request) {
                         let _ = responder.send(Err(error()));
                     }
                 }
-            } else if let Some((origin, request_id, _)) = tagged::decode(&entry.data) {
+            } else if let Some((origin, request, _)) = tagged::decode(&entry.data) {
                 if origin != self.config.id {
                     continue;
                 }
-                self.fail_write(request_id, error());
+                self.fail_write(request, error());
             }
         }
     }
@@ -805,7 +802,7 @@ impl<M: StateMachine> Actor<M> {
                 Err(error) => Err(NodeError::Refused(error.to_string())),
             };
             if let Some(context) = context.filter(|context| context.origin == self.config.id) {
-                if let Some((_, responder)) = self.pending_changes.remove(&context.request_id) {
+                if let Some((_, responder)) = self.pending_changes.remove(&context.request) {
                     self.changes_awaiting_apply.push((entry.index, responder, reply));
                 }
             }
@@ -838,10 +835,4 @@ impl<M: StateMachine> Actor<M> {
             }
         }
     }
-}
-
-/// The request id in a read context.
-fn request_id_of(context: &Bytes) -> Option<u64> {
-    let bytes: [u8; 8] = context.as_ref().try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
 }

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::NodeError;
 use crate::members::{read_snapshot_prefix, snapshot_prefix, AddressBook};
 use crate::metrics::Metrics;
-use crate::state_machine::{tagged, StateMachine};
+use crate::request::{tagged, RequestId};
+use crate::state_machine::StateMachine;
 
 /// Where a writer waits for its command's response.
 pub(crate) type WriteResponder<M> = oneshot::Sender<Result<<M as StateMachine>::Response, NodeError>>;
@@ -28,7 +29,9 @@ type WaitingRead<M> = (<M as StateMachine>::Query, ReadResponder<M>);
 
 /// Writers waiting for their entries to be applied, by request id, shared
 /// by the raft loop (which registers them) and the applier (which answers).
-pub(crate) type PendingWrites<M> = Arc<Mutex<HashMap<u64, (Instant, WriteResponder<M>)>>>;
+/// Only this life's ids are ever registered, so an entry proposed in an
+/// earlier life finds no one here.
+pub(crate) type PendingWrites<M> = Arc<Mutex<HashMap<RequestId, (Instant, WriteResponder<M>)>>>;
 
 /// Work for the applier, in log order.
 pub(crate) enum ApplyJob<M: StateMachine> {
@@ -200,7 +203,7 @@ impl<M: StateMachine> Applier<M> {
             // entries are a new leader's.
             return Ok(());
         }
-        let Some((origin, request_id, command)) = tagged::decode(&entry.data) else {
+        let Some((origin, request, command)) = tagged::decode(&entry.data) else {
             return Err(format!("entry {} has no request header", entry.log_id()));
         };
         let command = M::decode_command(&command)
@@ -214,7 +217,7 @@ impl<M: StateMachine> Applier<M> {
                 .pending_writes
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&request_id);
+                .remove(&request);
             if let Some((_, responder)) = waiting {
                 let _ = responder.send(Ok(response));
             }

@@ -48,6 +48,7 @@ mod handle;
 mod members;
 mod metrics;
 mod node;
+mod request;
 mod state_machine;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -8,6 +8,8 @@ use std::io::Read;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use keel::NodeId;
 
+use crate::request::RequestId;
+
 /// How to reach a member, plus whatever the application attaches (for
 /// example its client address).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +81,7 @@ fn get_members(data: &mut Bytes) -> Option<AddressBook> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ChangeContext {
     pub(crate) origin: NodeId,
-    pub(crate) request_id: u64,
+    pub(crate) request: RequestId,
     pub(crate) added: AddressBook,
 }
 
@@ -87,20 +89,24 @@ impl ChangeContext {
     pub(crate) fn encode(&self) -> Bytes {
         let mut buffer = BytesMut::new();
         buffer.put_u64_le(self.origin.get());
-        buffer.put_u64_le(self.request_id);
+        self.request.put(&mut buffer);
         put_members(&mut buffer, &self.added);
         buffer.freeze()
     }
 
     /// `None` for a context this node did not write (for example an empty
-    /// one from an automatic leave of a joint configuration).
+    /// one from an automatic leave of a joint configuration). A context
+    /// logged before ids carried an incarnation decodes with the legacy
+    /// one (see [`RequestId::take`]).
     pub(crate) fn decode(mut data: Bytes) -> Option<Self> {
         let origin = NodeId::new(get_u64(&mut data)?);
-        let request_id = get_u64(&mut data)?;
+        let (request, rest) = RequestId::take(&data)?;
+        let consumed = data.len() - rest.len();
+        data.advance(consumed);
         let added = get_members(&mut data)?;
         Some(ChangeContext {
             origin,
-            request_id,
+            request,
             added,
         })
     }
@@ -155,6 +161,7 @@ pub(crate) fn read_snapshot_prefix(reader: &mut dyn Read) -> Result<AddressBook,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::{Incarnation, RequestIds};
 
     fn book() -> AddressBook {
         let mut members = AddressBook::new();
@@ -172,7 +179,7 @@ mod tests {
     fn change_context_round_trips_and_rejects_garbage() {
         let context = ChangeContext {
             origin: NodeId::new(3),
-            request_id: 42,
+            request: RequestIds::new(Incarnation::draw().unwrap()).next(),
             added: book(),
         };
         assert_eq!(ChangeContext::decode(context.encode()), Some(context.clone()));
@@ -180,6 +187,27 @@ mod tests {
         for cut in 0..encoded.len() {
             assert_eq!(ChangeContext::decode(encoded.slice(..cut)), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_change_context_logged_before_incarnations_decodes_to_the_legacy_life() {
+        let mut old = BytesMut::new();
+        old.put_u64_le(3);
+        old.put_u64_le(42);
+        put_members(&mut old, &book());
+        let decoded = ChangeContext::decode(old.freeze()).unwrap();
+        let legacy = RequestId {
+            incarnation: Incarnation::LEGACY,
+            sequence: 42,
+        };
+        assert_eq!(
+            decoded,
+            ChangeContext {
+                origin: NodeId::new(3),
+                request: legacy,
+                added: book(),
+            }
+        );
     }
 
     #[test]

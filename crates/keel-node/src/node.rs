@@ -18,6 +18,7 @@ use crate::disk::DiskWriter;
 use crate::handle::NodeHandle;
 use crate::members::{read_snapshot_prefix, snapshot_prefix, AddressBook};
 use crate::metrics::Metrics;
+use crate::request::{Incarnation, RequestIds};
 use crate::state_machine::StateMachine;
 use crate::transport::{Inbound, Transport};
 
@@ -49,6 +50,10 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The operating system refused what the node needs to run: a thread,
+    /// or entropy for the node's incarnation.
+    #[error("system: {0}")]
+    System(String),
 }
 
 /// Starts nodes.
@@ -83,6 +88,7 @@ impl Node {
         if config.tick_interval.is_zero() {
             return Err(StartError::Config("tick_interval must not be zero".to_string()));
         }
+        let incarnation = Incarnation::draw().map_err(StartError::System)?;
         let (recovered, state_machine) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
@@ -133,7 +139,7 @@ impl Node {
             std::thread::Builder::new()
                 .name(name)
                 .spawn(work)
-                .map_err(|error| StartError::Config(format!("cannot start a thread: {error}")))
+                .map_err(|error| StartError::System(format!("cannot start a thread: {error}")))
         };
         let applier_thread = spawn(
             format!("keel-apply-{}", config.id),
@@ -165,7 +171,7 @@ impl Node {
             changes_awaiting_apply: Vec::new(),
             transfer_waiters: Vec::new(),
             received_snapshots: Default::default(),
-            next_request_id: 0,
+            request_ids: RequestIds::new(incarnation),
             metrics,
             fatal: None,
             known_leader: None,

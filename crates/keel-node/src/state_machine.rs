@@ -121,31 +121,3 @@ pub enum RestoreError {
     #[error("invalid snapshot: {0}")]
     Invalid(String),
 }
-
-/// A log entry payload tagged with who proposed it, so the node that took
-/// the request can answer it when it applies the entry.
-pub(crate) mod tagged {
-    use bytes::{BufMut, Bytes, BytesMut};
-    use keel::NodeId;
-
-    /// `origin (u64) | request id (u64) | command`.
-    pub(crate) const HEADER_BYTES: usize = 16;
-
-    pub(crate) fn encode(origin: NodeId, request_id: u64, command: &[u8]) -> Bytes {
-        let mut buffer = BytesMut::with_capacity(HEADER_BYTES + command.len());
-        buffer.put_u64_le(origin.get());
-        buffer.put_u64_le(request_id);
-        buffer.put_slice(command);
-        buffer.freeze()
-    }
-
-    /// `(origin, request id, command)`, or `None` if too short.
-    pub(crate) fn decode(data: &Bytes) -> Option<(NodeId, u64, Bytes)> {
-        if data.len() < HEADER_BYTES {
-            return None;
-        }
-        let origin = u64::from_le_bytes(data[..8].try_into().ok()?);
-        let request_id = u64::from_le_bytes(data[8..16].try_into().ok()?);
-        Some((NodeId::new(origin), request_id, data.slice(HEADER_BYTES..)))
-    }
-}
