@@ -36,10 +36,17 @@ pub(crate) fn set_applied_conf(id: NodeId, running: &mut Running, conf: ConfStat
     running.applied_conf = conf;
 }
 
-/// Applies the membership changes among committed entries handed out
+/// Applies the membership changes among committed entries to the core and
+/// returns the membership after each: when a `Ready` hands them out
 /// (keel-node's order: the core switches membership as the entries leave
-/// it, and the applier later records each membership at its index).
-/// A change the core refuses leaves the membership as it was.
+/// it, and the applier later records each membership at its index), or
+/// when the applier applies them. A change the core refuses leaves the
+/// membership as it was.
+///
+/// An applier that runs behind may apply a change the core has already
+/// moved past: a snapshot beyond it was installed meanwhile, holding the
+/// membership that includes it. The change is then not handed to the core
+/// again; the applier computes the membership after it from its own.
 pub(crate) fn hand_out_conf_changes(
     world: &mut World,
     id: NodeId,
@@ -47,6 +54,7 @@ pub(crate) fn hand_out_conf_changes(
     entries: &[Entry],
 ) -> Result<Vec<(Index, ConfState)>, Violation> {
     let mut memberships = Vec::new();
+    let mut applier_conf = running.applied_conf.clone();
     for entry in entries.iter().filter(|entry| entry.kind.is_conf_change()) {
         let change = ConfChange::decode(&entry.data).map_err(|error| {
             Violation::new(
@@ -57,6 +65,11 @@ pub(crate) fn hand_out_conf_changes(
                 ),
             )
         })?;
+        if entry.index <= running.core_snapshot_index {
+            applier_conf = keel::confchange::apply(&applier_conf, &change).unwrap_or(applier_conf);
+            memberships.push((entry.index, applier_conf.clone()));
+            continue;
+        }
         let conf = match call(id, running, |raw| raw.apply_conf_change(&change))? {
             Ok(conf) => conf,
             Err(Error::ConfChange(error)) => {
@@ -70,6 +83,7 @@ pub(crate) fn hand_out_conf_changes(
             Err(_) => return Ok(memberships),
         };
         world.hash(&[79, id.get(), entry.index.get(), conf.voters.len() as u64]);
+        applier_conf = conf.clone();
         memberships.push((entry.index, conf));
     }
     Ok(memberships)

@@ -72,6 +72,9 @@ pub enum Property {
     /// `Ready` loop that never drains, a disk that never catches up. Reported
     /// with the seed instead of spinning (see `budget`).
     Budget,
+    /// A forged message (a term or index beyond keel's limits) was not
+    /// refused with a typed error, or changed the node that got it.
+    ForgedMessage,
     /// The simulator itself hit an impossible state (a bug in keel-sim, or a
     /// core output that breaks its documented contract).
     Contract,
@@ -97,6 +100,7 @@ impl Property {
             Property::Panic => "panic",
             Property::ConfigurationAgreement => "configuration-agreement",
             Property::Budget => "budget",
+            Property::ForgedMessage => "forged-message",
             Property::Contract => "contract",
         }
     }

@@ -46,11 +46,14 @@ pub enum Fault {
     /// A node's applier stalls for several election timeouts (a slow state
     /// machine) while its commit index runs ahead.
     SlowApply,
+    /// A node is handed a forged message: a term or index at or beyond
+    /// keel's limits, from an unknown id or from a member.
+    Forge,
 }
 
 impl Fault {
     /// Every fault class.
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 16] = [
         Fault::Loss,
         Fault::Delay,
         Fault::Duplicate,
@@ -66,6 +69,7 @@ impl Fault {
         Fault::Transfer,
         Fault::Churn,
         Fault::SlowApply,
+        Fault::Forge,
     ];
 
     /// The name used on the command line.
@@ -86,6 +90,7 @@ impl Fault {
             Fault::Transfer => "transfer",
             Fault::Churn => "churn",
             Fault::SlowApply => "slow-apply",
+            Fault::Forge => "forge",
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod budget;
 pub mod checker;
 pub mod clock;
 pub mod faults;
+pub mod forge;
 pub mod history;
 pub mod kv;
 pub mod linearizability;

@@ -51,6 +51,17 @@ pub(crate) struct ApplyJob {
     pub(crate) applied_index: Option<Index>,
 }
 
+/// A crash planned at a moment that matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CrashPoint {
+    /// The `Ready` whose write the disk holds back until the crash (a new
+    /// term not yet durable), or `None` for a reboot after a vote (nothing
+    /// held back: the vote is durable, or should be).
+    pub(crate) held_ready: Option<u64>,
+    /// The step at which the process crashes.
+    pub(crate) at_step: u64,
+}
+
 /// A running process.
 pub(crate) struct Running {
     pub(crate) raw: RawNode<SimStorage>,
@@ -65,11 +76,18 @@ pub(crate) struct Running {
     /// Paused since this tick: no input until resumed.
     pub(crate) paused_since_tick: Option<u64>,
     pub(crate) resume_at_tick: u64,
+    /// A planned crash: before a new term is durable (its disk holds the
+    /// write back), or a reboot right after a vote.
+    pub(crate) planned_crash: Option<CrashPoint>,
     /// The applier is stalled until this tick (a slow state machine): it
     /// applies nothing while the commit index runs ahead.
     pub(crate) apply_stalled_until_tick: Option<u64>,
     /// See [`SimNode::conf_changes_when_applied`].
     pub(crate) conf_changes_when_applied: bool,
+    /// The index of the latest snapshot the core holds (started from, or
+    /// handed out in a `Ready` to install): its membership covers every
+    /// change up to there.
+    pub(crate) core_snapshot_index: Index,
     /// The clock's reading up to which ticks were charged to the core; the
     /// rest are owed (a paused process owes every tick of its pause).
     pub(crate) ticks_charged: u64,
@@ -201,7 +219,9 @@ impl SimNode {
             paused_since_tick: None,
             resume_at_tick: 0,
             apply_stalled_until_tick: None,
+            planned_crash: None,
             conf_changes_when_applied: self.conf_changes_when_applied,
+            core_snapshot_index: snapshot.last.index,
             ticks_charged: self.clock.ticks_at(now_microticks),
             crash_at_tick: None,
             stopped: false,

@@ -4,14 +4,15 @@
 //! Mirrors keel-node's order of effects.
 
 use keel::{
-    Entry, Envelope, Index, LogId, Message, NodeId, RawNode, Ready, SnapshotMetadata, StorageWrite, VoteKind,
+    Entry, Envelope, Index, LogId, Message, NodeId, RawNode, Ready, Role, SnapshotMetadata, StorageWrite,
+    VoteKind,
 };
 
 use crate::applier::{apply_entries, hand_out_conf_changes, restore, serve_reads, take_reads};
 use crate::budget::READY_ROUNDS_MAX;
 use crate::checker::{Property, Violation};
 use crate::kv::KvStore;
-use crate::node::{call, ApplyJob, PersistJob, Running, SimNode};
+use crate::node::{call, ApplyJob, CrashPoint, PersistJob, Running, SimNode};
 use crate::trace::TraceEvent;
 use crate::world::World;
 
@@ -141,6 +142,21 @@ pub(crate) fn trace_soft_state(world: &mut World, id: NodeId, running: &Running,
     }
 }
 
+/// A `Ready`'s snapshot to install, with its image; the core holds its
+/// membership from now on.
+fn take_snapshot(
+    id: NodeId,
+    running: &mut Running,
+    ready: &Ready,
+) -> Result<Option<(SnapshotMetadata, KvStore)>, Violation> {
+    let Some(metadata) = ready.snapshot().cloned() else {
+        return Ok(None);
+    };
+    running.core_snapshot_index = running.core_snapshot_index.max(metadata.last.index);
+    let image = take_image(id, running, &metadata)?;
+    Ok(Some((metadata, image)))
+}
+
 /// The snapshot image for a `Ready`'s snapshot, received with the message.
 pub(crate) fn take_image(
     id: NodeId,
@@ -173,10 +189,7 @@ pub(crate) fn handle_ready_sync(
     mut ready: Ready,
 ) -> Result<(), Violation> {
     send(world, running, ready.take_messages())?;
-    let snapshot = match ready.snapshot().cloned() {
-        Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
-        None => None,
-    };
+    let snapshot = take_snapshot(id, running, &ready)?;
     let job = PersistJob {
         number: ready.number(),
         snapshot: snapshot.clone(),
@@ -189,7 +202,9 @@ pub(crate) fn handle_ready_sync(
     if !write_to_disk(world, id, running, &job)? {
         return Ok(());
     }
-    send(world, running, ready.take_persisted_messages())?;
+    let persisted_messages = ready.take_persisted_messages();
+    maybe_plan_reboot_after_vote(world, id, running, &persisted_messages);
+    send(world, running, persisted_messages)?;
     if !running.unapplied.is_empty() || !running.applier_runs() {
         // The applier is behind (stalled, or still working through queued
         // entries): the writes are durable now, the entries wait their turn.
@@ -223,10 +238,7 @@ pub(crate) fn queue_ready(
     mut ready: Ready,
 ) -> Result<(), Violation> {
     send(world, running, ready.take_messages())?;
-    let snapshot = match ready.snapshot().cloned() {
-        Some(metadata) => Some((metadata.clone(), take_image(id, running, &metadata)?)),
-        None => None,
-    };
+    let snapshot = take_snapshot(id, running, &ready)?;
     queue_apply(world, id, running, &mut ready, snapshot.clone())?;
     let persisted_messages = ready.take_persisted_messages();
     let has_writes = snapshot.is_some()
@@ -234,6 +246,7 @@ pub(crate) fn queue_ready(
         || ready.hard_state().is_some()
         || !persisted_messages.is_empty();
     if has_writes {
+        maybe_plan_crash_before_persist(world, id, running, &ready);
         running.unpersisted.push_back(PersistJob {
             number: ready.number(),
             snapshot,
@@ -248,6 +261,69 @@ pub(crate) fn queue_ready(
     }
     take_reads(world, id, incarnation, running, &mut ready);
     Ok(())
+}
+
+/// A leader or candidate just handed out the messages of a new term whose
+/// hard state is not durable yet: sometimes its disk holds that write back
+/// for a few steps and the process crashes before it lands. Whatever left
+/// before the crash must not let the node reuse the term with another log
+/// or vote (the runtime sends a new term's messages only once it is durable).
+fn maybe_plan_crash_before_persist(world: &mut World, id: NodeId, running: &mut Running, ready: &Ready) {
+    if ready.persist_marker().term.is_none() || running.planned_crash.is_some() {
+        return;
+    }
+    if !matches!(running.raw.status().role, Role::Leader | Role::Candidate) {
+        return;
+    }
+    if !world.rng.chance(world.crash_before_persist_chance) {
+        return;
+    }
+    let at_step = world.step + world.rng.between(2, 40);
+    running.planned_crash = Some(CrashPoint {
+        held_ready: Some(ready.number()),
+        at_step,
+    });
+    world.hash(&[113, id.get(), ready.number(), at_step]);
+    world.trace_event(TraceEvent::Fault {
+        detail: format!(
+            "node {id}: its disk holds back Ready {} (a new term); the process crashes at step {at_step}",
+            ready.number()
+        ),
+    });
+}
+
+/// Whether the disk may write the oldest queued `Ready` now: not one held
+/// back before a planned crash.
+fn next_persist_allowed(running: &Running) -> bool {
+    let held = running.planned_crash.and_then(|point| point.held_ready);
+    match (running.unpersisted.front(), held) {
+        (Some(job), Some(held)) => job.number < held,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// A node just sent a granted vote (after persisting it): sometimes the
+/// process reboots a few steps later, so that a vote request of another
+/// candidate of the same term may reach the new incarnation. The vote must
+/// have survived.
+fn maybe_plan_reboot_after_vote(world: &mut World, id: NodeId, running: &mut Running, sent: &[Envelope]) {
+    let voted = sent.iter().any(|envelope| {
+        matches!(&envelope.message, Message::VoteResponse(response)
+            if response.kind == VoteKind::Vote && response.granted)
+    });
+    if !voted || running.planned_crash.is_some() || !world.rng.chance(world.reboot_after_vote_chance) {
+        return;
+    }
+    let at_step = world.step + world.rng.between(0, 3);
+    running.planned_crash = Some(CrashPoint {
+        held_ready: None,
+        at_step,
+    });
+    world.hash(&[127, id.get(), at_step]);
+    world.trace_event(TraceEvent::Fault {
+        detail: format!("node {id} voted; the process reboots at step {at_step}"),
+    });
 }
 
 /// Queues a `Ready`'s committed entries (and snapshot restore) for the
@@ -383,7 +459,7 @@ pub(crate) fn persist_next(node: &mut SimNode, world: &mut World) -> Result<bool
     let Some(running) = node.running_mut() else {
         return Ok(false);
     };
-    if running.crash_at_tick.is_some() || running.stopped {
+    if running.crash_at_tick.is_some() || running.stopped || !next_persist_allowed(running) {
         return Ok(false);
     }
     let Some(job) = running.unpersisted.pop_front() else {
@@ -397,6 +473,7 @@ pub(crate) fn persist_next(node: &mut SimNode, world: &mut World) -> Result<bool
         return Ok(true);
     }
     running.persisted_ready = job.number;
+    maybe_plan_reboot_after_vote(world, id, running, &job.persisted_messages);
     send(world, running, job.persisted_messages)?;
     if world.trace.is_enabled() {
         world.trace_event(TraceEvent::Disk {
@@ -460,7 +537,7 @@ pub(crate) fn has_disk_work(node: &SimNode) -> bool {
     node.running().is_some_and(|running| {
         running.is_healthy()
             && running.is_responsive()
-            && (!running.unpersisted.is_empty()
+            && (next_persist_allowed(running)
                 || running.applier_runs()
                     && running.unapplied.front().is_some_and(|job| {
                         job.snapshot.is_none() || job.ready_number <= running.persisted_ready

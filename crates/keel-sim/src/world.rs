@@ -12,7 +12,7 @@ use crate::history::{Completion, History, Path};
 use crate::kv::parse_read_context;
 use crate::kv::{ClientId, Command, Key, Output};
 use crate::network::Network;
-use crate::rng::SimRng;
+use crate::rng::{PartsPerMillion, SimRng};
 use crate::trace::{TraceEvent, TraceHasher, TraceRing};
 
 /// Counters of what happened in a run.
@@ -72,6 +72,17 @@ pub struct Stats {
     pub quiet_tick_work_max: u64,
     /// Appliers stalled (slow state machines).
     pub applier_stalls: u64,
+    /// Reads aimed at a leader being replaced (see `probe_leader`).
+    pub leader_probes: u64,
+    /// Processes crashed after handing out a new term's messages and before
+    /// its disk made that term durable.
+    pub crashes_before_persist: u64,
+    /// Processes rebooted right after they voted.
+    pub reboots_after_vote: u64,
+    /// Forged messages handed to nodes.
+    pub forged_messages: u64,
+    /// Of those, refused with a typed error.
+    pub forged_messages_refused: u64,
 }
 
 /// A client's request in progress.
@@ -117,6 +128,21 @@ pub(crate) struct World {
     /// A requested leadership transfer: its target and the tick by which
     /// it should have completed.
     pub(crate) transfer: Option<(NodeId, u64)>,
+    /// A leadership just seen for the first time; the simulation takes it
+    /// after the step (see `write_through_new_leader`).
+    pub(crate) new_leader: Option<NodeId>,
+    /// The key of the latest write a client saw succeed.
+    pub(crate) last_written_key: Option<Key>,
+    /// Set when a write succeeds; the simulation takes it after the step
+    /// to probe leaders being replaced.
+    pub(crate) fresh_write: Option<Key>,
+    /// The chance that a leader or candidate whose new term is not yet
+    /// durable has its persist held back and crashes first (the crash
+    /// fault; zero once faults stop).
+    pub(crate) crash_before_persist_chance: PartsPerMillion,
+    /// The chance that a node that just sent a granted vote reboots a few
+    /// steps later (the crash fault; zero once faults stop).
+    pub(crate) reboot_after_vote_chance: PartsPerMillion,
 }
 
 impl World {
@@ -171,6 +197,14 @@ impl World {
         };
         let at = self.next_event();
         self.history.complete(outstanding.record, at, completion);
+        let wrote = matches!(
+            completion,
+            Completion::Ok(Output::Written) | Completion::Ok(Output::CasSucceeded(true))
+        );
+        if wrote {
+            self.last_written_key = Some(outstanding.key);
+            self.fresh_write = Some(outstanding.key);
+        }
         let code = match completion {
             Completion::Ok(Output::Written) => 1,
             Completion::Ok(Output::Value(value)) => 2 + value.unwrap_or(0).wrapping_mul(3),

@@ -35,11 +35,11 @@ fn no_faults_means_no_unknown_outcomes_lost_and_quick_liveness() {
 
 #[test]
 fn the_same_seed_replays_exactly_and_seeds_differ() {
-    let first = check_determinism(&options(7, "all")).expect("deterministic");
-    let second = check_determinism(&options(8, "all")).expect("deterministic");
+    let first = check_determinism(&options(8, "all")).expect("deterministic");
+    let second = check_determinism(&options(9, "all")).expect("deterministic");
     assert_ne!(first, second);
     // With the trace ring on, the run is the same.
-    let mut traced = options(7, "all");
+    let mut traced = options(8, "all");
     traced.trace_capacity = 500;
     assert_eq!(run(&traced).map(|report| report.trace_hash).ok(), Some(first));
 }
@@ -48,15 +48,15 @@ fn the_same_seed_replays_exactly_and_seeds_differ() {
 fn a_failure_names_its_seed_property_trace_and_replay() {
     // A run that breaks the runtime's snapshot contract (no snapshot
     // reports) stalls; its report must carry everything needed to replay it.
-    let mut options = options(758, SNAPSHOT_FAULTS);
+    let mut options = options(82, SNAPSHOT_FAULTS);
     options.trace_capacity = 50;
     options.report_snapshots = false;
     let failure = run(&options).expect_err("the seed fails without snapshot reports");
-    assert_eq!(failure.seed, 758);
+    assert_eq!(failure.seed, 82);
     assert_eq!(failure.property, Property::Liveness);
     assert!(!failure.trace.is_empty());
     assert!(
-        failure.replay.contains("--seed 758")
+        failure.replay.contains("--seed 82")
             && failure.replay.contains(&format!("--faults {}", options.faults))
             && failure.replay.contains("--no-snapshot-reports"),
         "{}",
@@ -78,7 +78,7 @@ const SNAPSHOT_FAULTS: &str = "all,-churn";
 #[test]
 fn regression_storage_failure_stops_the_node() {
     let mut stopped_by_keel = 0;
-    for seed in [364, 2, 75, 173] {
+    for seed in [364, 22, 40, 59] {
         let report = run(&options(seed, "all")).unwrap_or_else(|failure| panic!("{failure}"));
         stopped_by_keel += report.stats.keel_stopped;
     }
@@ -93,7 +93,7 @@ fn regression_storage_failure_stops_the_node() {
 /// `--no-snapshot-reports --keep-going` and take the liveness failures.)
 #[test]
 fn regression_lost_snapshot_does_not_stall_a_follower() {
-    for seed in [758, 834] {
+    for seed in [82, 3045] {
         let mut without = options(seed, SNAPSHOT_FAULTS);
         without.report_snapshots = false;
         let failure = run(&without).expect_err("the seed stalls without snapshot reports");
@@ -140,8 +140,10 @@ fn membership_churn_and_transfers_happen_and_converge() {
         retired += report.stats.nodes_retired;
         voters_max = voters_max.max(report.stats.voters_max);
         transfers_completed += report.stats.transfers_completed;
+        // A sole-voter cluster keeps its one voter; the others 3 to 7.
+        let sole_voter = report.shape.contains("(1 voters)");
         assert!(
-            report.stats.voters_min >= 3 && report.stats.voters_max <= 7,
+            (report.stats.voters_min >= 3 || sole_voter) && report.stats.voters_max <= 7,
             "seed {seed}: {:?}",
             report.stats
         );
@@ -176,7 +178,7 @@ fn fault_sets_parse_as_the_cli_takes_them() {
             .as_deref(),
         Some(
             "loss,delay,duplicate,reorder,partition,one-way,isolate-leader,crash,pause,torn-write,fsync-failure,\
-             compaction,transfer,slow-apply"
+             compaction,transfer,slow-apply,forge"
         )
     );
     assert_eq!(
@@ -201,4 +203,25 @@ fn fault_sets_parse_as_the_cli_takes_them() {
 #[test]
 fn regression_a_removed_leader_does_not_stall_the_new_membership() {
     run(&options(905, "all")).unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// Forged messages (terms and indexes at and beyond keel's limits, from
+/// unknown ids and from members) are refused with a typed error and leave
+/// the cluster able to elect and converge. Open core issues (issue 12):
+/// an `Append` whose middle entry has a term beyond the limit is refused
+/// only after its sender was taken as leader (status changed, and a leader
+/// of that term sees "two leaders"); a vote request at exactly
+/// `Term::LIMIT` moves every node to a term none can campaign from (no
+/// leader again). Replay any failing seed with `--faults forge,crash,partition`.
+#[test]
+fn forged_messages_are_refused_and_the_cluster_recovers() {
+    // Refusal (a typed error, no change) is checked by the simulator as
+    // each forgery is handed over; recovery by the liveness phase.
+    let mut forged = 0;
+    for seed in 0..60 {
+        let report =
+            run(&options(seed, "forge,crash,partition")).unwrap_or_else(|failure| panic!("{failure}"));
+        forged += report.stats.forged_messages;
+    }
+    assert!(forged > 100, "only {forged} forged messages");
 }

@@ -38,10 +38,17 @@ struct Arguments {
     /// Print a line per seed: its cluster, outcomes and counters.
     #[arg(long)]
     verbose: bool,
+    /// Print the last events (`--trace N`) of passing seeds too.
+    #[arg(long)]
+    print_trace: bool,
     /// Shut removed nodes down as soon as they apply their removal (shows a
     /// known core liveness issue; see the README).
     #[arg(long)]
     retire_at_once: bool,
+    /// Let churn replace the voter of a sole-voter cluster (shows a known
+    /// core liveness issue; see the README).
+    #[arg(long)]
+    replace_sole_voter: bool,
     /// Draw node clock rates within ±N/2 percent of nominal, beyond the
     /// drift the lease assumes (`max_clock_drift_percent`); shows what that
     /// assumption protects against.
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
     options.retire_at_once = arguments.retire_at_once;
     options.report_snapshots = !arguments.no_snapshot_reports;
     options.clock_drift_percent = arguments.clock_drift_percent;
+    options.replace_sole_voter = arguments.replace_sole_voter;
     #[cfg(feature = "drill")]
     match planted_bug(arguments.planted_bug.as_deref()) {
         Ok(bug) => options.planted_bug = bug,
@@ -229,6 +237,9 @@ fn main() -> ExitCode {
                         report.shape,
                         report.stats
                     );
+                }
+                if arguments.print_trace {
+                    print!("{}", report.trace);
                 }
                 totals.add(&report);
             }

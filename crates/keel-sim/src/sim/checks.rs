@@ -30,6 +30,7 @@ impl Simulation {
                 // vote is durable yet (a sole voter wins at once).
                 self.world.checker.observe_vote(id, status.hard_state.term, id)?;
                 running.leader_check_pending = true;
+                self.world.new_leader = Some(id);
                 if let Some((target, by_tick)) = self.world.transfer.take() {
                     if target == id && self.world.now <= by_tick {
                         self.world.stats.transfers_completed += 1;

@@ -10,7 +10,7 @@ use crate::runtime;
 use crate::storage::SimStorage;
 use crate::trace::TraceEvent;
 
-use super::{Simulation, NODES_MAX, VOTERS_MAX, VOTERS_MIN};
+use super::{Simulation, NODES_MAX};
 
 impl Simulation {
     /// Nodes that learnt they were removed shut down once every voter of
@@ -22,7 +22,10 @@ impl Simulation {
     /// only from a later leader. Until they apply it they are still in the
     /// old (or joint) membership and need the removed voters' votes, so
     /// shutting those down at once can leave the rest without a quorum for
-    /// good (`SimOptions::retire_at_once` shows it).
+    /// good (`SimOptions::retire_at_once` shows it). Applied is not enough
+    /// either: the commit index is persisted lazily, so a voter that
+    /// crashes before its commit index covering the change is durable
+    /// comes back in the membership before; the wait is for that too.
     pub(super) fn retire_removed(&mut self) {
         for position in 0..self.nodes.len() {
             let node = &self.nodes[position];
@@ -58,7 +61,14 @@ impl Simulation {
                         self.nodes
                             .get((voter.get() - 1) as usize)
                             .and_then(SimNode::running)
-                            .is_some_and(|other| other.kv_applied >= removed_at)
+                            .is_some_and(|other| {
+                                // Applied, and durably committed: a voter
+                                // that crashes before its commit index is
+                                // durable comes back in the membership
+                                // before, where it needs this node's vote.
+                                other.kv_applied >= removed_at
+                                    && other.raw.storage().durable_hard_state().commit >= removed_at
+                            })
                     })
                 });
             if !everyone_applied {
@@ -187,17 +197,25 @@ impl Simulation {
     ) -> Result<Option<ConfChange>, Violation> {
         let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
         let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
-        let can_grow = voters.len() < VOTERS_MAX;
-        let can_shrink = voters.len() > VOTERS_MIN;
+        let (voters_min, voters_max) = self.shape.voters_range();
+        // Replacing a sole voter can leave the new one in the joint
+        // membership for good (see `SimOptions::replace_sole_voter`).
+        let replace_allowed = voters_max > 1 || self.options.replace_sole_voter;
+        let can_grow = voters.len() < voters_max;
+        let can_shrink = voters.len() > voters_min;
         let can_spawn = self.nodes.len() < NODES_MAX;
         let weights = [
-            if can_spawn { 3 } else { 0 },                         // add a learner
-            if can_grow && !learners.is_empty() { 3 } else { 0 },  // promote
-            if can_shrink { 1 } else { 0 },                        // demote
-            if learners.is_empty() { 0 } else { 1 },               // remove a learner
-            if can_shrink { 2 } else { 0 },                        // remove a voter
-            if can_grow && can_spawn { 1 } else { 0 },             // add a voter
-            if can_spawn || !learners.is_empty() { 3 } else { 0 }, // replace voters
+            if can_spawn { 3 } else { 0 },                        // add a learner
+            if can_grow && !learners.is_empty() { 3 } else { 0 }, // promote
+            if can_shrink { 1 } else { 0 },                       // demote
+            if learners.is_empty() { 0 } else { 1 },              // remove a learner
+            if can_shrink { 2 } else { 0 },                       // remove a voter
+            if can_grow && can_spawn { 1 } else { 0 },            // add a voter
+            if replace_allowed && (can_spawn || !learners.is_empty()) {
+                3
+            } else {
+                0
+            }, // replace voters
         ];
         let single = |kind, node_id| ConfChangeSingle { kind, node_id };
         let change = match self.world.rng.weighted(&weights) {
@@ -233,7 +251,7 @@ impl Simulation {
             Some(6) => {
                 // One or two voters out, as many in (learners or new nodes);
                 // the leader may be among those leaving.
-                let count = self.world.rng.between(1, 2) as usize;
+                let count = (self.world.rng.between(1, 2) as usize).min(voters.len());
                 let mut outgoing = voters.clone();
                 for position in (1..outgoing.len()).rev() {
                     let other = self.world.rng.below(position as u64 + 1) as usize;

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use keel::NodeId;
+use keel::{Error, NodeId};
 
-use crate::checker::Violation;
+use crate::checker::{Property, Violation};
 use crate::faults::Fault;
+use crate::forge;
 use crate::node::call;
 use crate::runtime;
 use crate::trace::TraceEvent;
@@ -19,15 +20,17 @@ impl Simulation {
         let faults = &self.options.faults;
         let choices = [
             (Fault::Crash, 3, minority_left),
-            (Fault::Pause, 2, minority_left),
+            (Fault::Pause, 3, minority_left),
             (Fault::Partition, 2, !self.world.network.has_cuts()),
             (Fault::OneWay, 1, !self.world.network.has_cuts()),
-            (Fault::IsolateLeader, 2, !self.world.network.has_cuts()),
+            // Also on top of other cuts: a leader cut off while others are.
+            (Fault::IsolateLeader, 3, true),
             (Fault::FsyncFailure, 1, minority_left),
             (Fault::Compaction, 4, true),
             (Fault::Transfer, 2, true),
             (Fault::Churn, 3, true),
             (Fault::SlowApply, 2, true),
+            (Fault::Forge, 2, true),
         ];
         let weights: Vec<u64> = choices
             .iter()
@@ -53,6 +56,7 @@ impl Simulation {
             Fault::Transfer => self.fault_transfer()?,
             Fault::Churn => self.fault_churn()?,
             Fault::SlowApply => self.fault_slow_apply(),
+            Fault::Forge => self.fault_forge()?,
             _ => {}
         }
         Ok(())
@@ -72,14 +76,27 @@ impl Simulation {
         }
     }
 
+    /// A process pauses. Half the time the leader, for long enough that
+    /// the others may elect another and write meanwhile: when it resumes it
+    /// still believes it leads (see `probe_if_leader`).
     pub(super) fn fault_pause(&mut self) {
         let available = self.available();
-        let Some(&position) = self.world.rng.pick(&available) else {
-            return;
+        let leader = self.leader().map(|leader| (leader.get() - 1) as usize);
+        let (position, leader_paused) = match leader {
+            Some(leader) if available.contains(&leader) && self.world.rng.chance(500_000) => (leader, true),
+            _ => match self.world.rng.pick(&available) {
+                Some(position) => (*position, false),
+                None => return,
+            },
         };
         let election = self.election_timeout_ticks();
         let now = self.world.now;
-        let resume_at_tick = now + self.world.rng.between(1, 2 * election);
+        let pause_ticks = if leader_paused {
+            self.world.rng.between(election / 2, 3 * election)
+        } else {
+            self.world.rng.between(1, 2 * election)
+        };
+        let resume_at_tick = now + pause_ticks;
         let node = &mut self.nodes[position];
         let id = node.id;
         if let Some(running) = node.running_mut() {
@@ -91,6 +108,37 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id} pauses until tick {resume_at_tick}"),
         });
+    }
+
+    /// Processes whose planned crash is due crash (see `runtime`): before a
+    /// new term is durable, or a reboot right after a vote (restarted at
+    /// once). Unless a majority of voters would be lost: then the disk
+    /// writes after all.
+    pub(super) fn crash_at_planned_points(&mut self) -> Result<(), Violation> {
+        let step = self.world.step;
+        for position in 0..self.nodes.len() {
+            let Some(point) = self.nodes[position]
+                .running()
+                .and_then(|running| running.planned_crash)
+                .filter(|point| point.at_step <= step)
+            else {
+                continue;
+            };
+            if !self.may_lose_a_voter() {
+                if let Some(running) = self.nodes[position].running_mut() {
+                    running.planned_crash = None;
+                }
+                continue;
+            }
+            self.crash(position);
+            if point.held_ready.is_some() {
+                self.world.stats.crashes_before_persist += 1;
+            } else {
+                self.world.stats.reboots_after_vote += 1;
+                self.restart(position)?;
+            }
+        }
+        Ok(())
     }
 
     /// A node's applier stalls for 2–8 election timeouts: its commit index
@@ -210,6 +258,65 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("{detail}; heals at tick {heal_at}"),
         });
+    }
+
+    /// A node is handed a forged message (see `forge`): from an id nobody
+    /// knows, id 0, the largest id, or a member. One beyond the limits must
+    /// be refused with a typed error and leave the node as it was.
+    pub(super) fn fault_forge(&mut self) -> Result<(), Violation> {
+        let available = self.available();
+        let Some(&position) = self.world.rng.pick(&available) else {
+            return Ok(());
+        };
+        let to = self.nodes[position].id;
+        let members: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|node| node.id)
+            .filter(|id| *id != to)
+            .collect();
+        let from = match self.world.rng.below(5) {
+            0 => NodeId::new(1_000 + self.world.rng.below(1_000)),
+            1 => NodeId::ZERO,
+            2 => NodeId::new(u64::MAX),
+            _ => match self.world.rng.pick(&members) {
+                Some(member) => *member,
+                None => NodeId::new(1_000),
+            },
+        };
+        let node = &mut self.nodes[position];
+        let Some(running) = node.running_mut() else {
+            return Ok(());
+        };
+        let before = running.raw.status();
+        let forgery = forge::forge(&mut self.world.rng, from, to, before.hard_state.term);
+        let envelope = forgery.envelope.clone();
+        let result = call(to, running, |raw| raw.step(forgery.envelope))?;
+        let refused = matches!(result, Err(Error::Step(_)));
+        self.world.stats.forged_messages += 1;
+        self.world.stats.forged_messages_refused += u64::from(refused);
+        self.world
+            .hash(&[109, to.get(), from.get(), envelope.term.get(), u64::from(refused)]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("node {to} is handed a forged {envelope:?}: {result:?}"),
+        });
+        if forgery.must_be_refused {
+            let after = running.raw.status();
+            if !refused || after != before {
+                return Err(Violation::new(
+                    Property::ForgedMessage,
+                    format!(
+                        "node {to} was handed {envelope:?}, beyond keel's limits, and answered {result:?}{}",
+                        if after == before {
+                            String::new()
+                        } else {
+                            format!("; its status went from {before:?} to {after:?}")
+                        }
+                    ),
+                ));
+            }
+        }
+        runtime::process_ready(node, &mut self.world)
     }
 
     pub(super) fn fault_fsync(&mut self) {

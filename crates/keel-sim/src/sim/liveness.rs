@@ -23,12 +23,15 @@ impl Simulation {
     pub(super) fn liveness(&mut self) -> Result<(u64, u64), Violation> {
         self.world.trace_event(TraceEvent::Phase { name: "liveness" });
         self.faults_on = false;
+        self.world.crash_before_persist_chance = 0;
+        self.world.reboot_after_vote_chance = 0;
         self.heal();
         self.world.network.set_faults(NetworkFaults::default());
         for position in 0..self.nodes.len() {
             if let Some(running) = self.nodes[position].running_mut() {
                 running.raw.storage_mut().disarm_sync_failure();
                 running.apply_stalled_until_tick = None;
+                running.planned_crash = None;
             }
             match &self.nodes[position].process {
                 Process::Down { .. } if self.nodes[position].retired => {}
@@ -103,7 +106,7 @@ impl Simulation {
         }
         self.drain()?;
         // Nothing more will complete: what is left has an unknown outcome.
-        for client in 0..self.shape.clients {
+        for client in 0..self.world.clients.len() as u32 {
             self.world
                 .complete_client(client, Completion::Unknown("run ended"));
         }

@@ -40,13 +40,21 @@ pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 10;
 /// election timeouts.
 pub const CONVERGENCE_ELECTION_TIMEOUTS: u64 = 30;
 /// Step weights (see `step_once`).
-const STEP_WEIGHT_DELIVER_EACH: u64 = 30;
+const STEP_WEIGHT_DELIVER_EACH: u64 = 60;
 /// Deliverable messages counted in the delivery weight (see `step_once`).
 const DELIVERABLE_WEIGHTED_MAX: u64 = 200;
 const STEP_WEIGHT_TICK: u64 = 100;
 const STEP_WEIGHT_CLIENT: u64 = 80;
-const STEP_WEIGHT_DISK: u64 = 150;
-const STEP_WEIGHT_FAULT: u64 = 5;
+const STEP_WEIGHT_DISK: u64 = 300;
+const STEP_WEIGHT_FAULT: u64 = 6;
+/// Clients beyond the drawn ones, for probes (see `clients`).
+const PROBE_CLIENTS: u32 = 2;
+/// The chance that a leader's or candidate's `Ready` with a new term has
+/// its persist held back for a few steps and the process crashes first
+/// (see `crash_before_persist`).
+const CRASH_BEFORE_PERSIST_CHANCE: u32 = 500_000;
+/// The chance that a node that sent a granted vote reboots right after.
+const REBOOT_AFTER_VOTE_CHANCE: u32 = 150_000;
 /// The longest message delay any run draws, in ticks.
 const DELAY_TICKS_MAX_ANY: u64 = 3;
 /// The key of the final write of the liveness phase, outside the clients' keys.
@@ -132,7 +140,7 @@ impl Simulation {
     fn new(options: &SimOptions) -> Self {
         let mut rng = SimRng::new(options.seed);
         let shape = Shape::draw(&mut rng, options);
-        let voters = ConfState::with_voters((1..=shape.nodes).map(NodeId::new));
+        let voters = shape.founding_conf();
         let world = World {
             rng,
             now: 0,
@@ -141,7 +149,10 @@ impl Simulation {
             event: 0,
             network: Network::new(shape.network),
             checker: SafetyChecker::new(),
-            clients: (0..shape.clients)
+            // The drawn clients, and two more that only probe leaders being
+            // replaced (so that a probe does not wait for an idle client):
+            // one writes through the new leader, one reads from the old.
+            clients: (0..shape.clients + PROBE_CLIENTS)
                 .map(|_| Client {
                     next_request: 1,
                     outstanding: None,
@@ -153,14 +164,27 @@ impl Simulation {
             stats: Stats::default(),
             applied_requests: std::collections::BTreeMap::new(),
             transfer: None,
+            new_leader: None,
+            last_written_key: None,
+            fresh_write: None,
+            crash_before_persist_chance: if options.faults.contains(Fault::Crash) {
+                CRASH_BEFORE_PERSIST_CHANCE
+            } else {
+                0
+            },
+            reboot_after_vote_chance: if options.faults.contains(Fault::Crash) {
+                REBOOT_AFTER_VOTE_CHANCE
+            } else {
+                0
+            },
         };
         let mut world = world;
         world.checker.observe_bootstrap(
             keel::SnapshotMetadata::bootstrap(voters.clone()).last.index,
             voters.clone(),
         );
-        world.stats.voters_min = shape.nodes;
-        world.stats.voters_max = shape.nodes;
+        world.stats.voters_min = shape.voters;
+        world.stats.voters_max = shape.voters;
         let nodes = shape
             .configs
             .iter()
@@ -228,7 +252,14 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Phase { name: "faults" });
         for _ in 0..self.options.steps {
             self.world.step += 1;
+            self.crash_at_planned_points()?;
             self.step_once()?;
+            if let Some(leader) = self.world.new_leader.take() {
+                self.write_through_new_leader(leader)?;
+            }
+            if let Some(key) = self.world.fresh_write.take() {
+                self.probe_stale_leaders(key)?;
+            }
             self.check_all()?;
         }
         let (leader_ticks, converge_ticks) = self.liveness()?;
@@ -302,6 +333,7 @@ impl Simulation {
             stats: self.world.stats,
             liveness_leader_ticks: leader_ticks,
             liveness_converge_ticks: converge_ticks,
+            trace: self.world.trace.render(),
         })
     }
 
@@ -317,12 +349,14 @@ impl Simulation {
     fn step_once(&mut self) -> Result<(), Violation> {
         let held = self.held();
         let deliverable = self.world.network.deliverable_count(self.world.now, &held) as u64;
-        let idle_clients = self
-            .world
-            .clients
+        let idle_clients = !self.idle_clients().is_empty();
+        // Each node's disk and applier work on their own: the more nodes
+        // have work, the more of it gets done per tick.
+        let disks_with_work = self
+            .nodes
             .iter()
-            .any(|client| client.outstanding.is_none());
-        let disk_work = self.nodes.iter().any(runtime::has_disk_work);
+            .filter(|node| runtime::has_disk_work(node))
+            .count() as u64;
         // Relative rates: per tick, about one client invocation per idle
         // client and one fault per twenty ticks; messages and disk work are
         // drained far faster than the clock advances.
@@ -336,7 +370,7 @@ impl Simulation {
             } else {
                 0
             },
-            if disk_work { STEP_WEIGHT_DISK } else { 0 },
+            STEP_WEIGHT_DISK * disks_with_work,
             if self.faults_on { STEP_WEIGHT_FAULT } else { 0 },
         ];
         match self.world.rng.weighted(&weights) {
@@ -449,8 +483,11 @@ impl Simulation {
                 if charge_now { "at once" } else { "at its next tick" }
             ),
         });
+        // A read may arrive before anything else: the runtime charges the
+        // clock first only for a lease read.
+        self.probe_if_leader(position)?;
         if charge_now {
-            runtime::charge_clock(node, &mut self.world)?;
+            runtime::charge_clock(&mut self.nodes[position], &mut self.world)?;
         }
         Ok(())
     }

@@ -20,6 +20,13 @@ pub struct SimOptions {
     /// of once the voters of its new membership have applied it too. Shows
     /// a known core liveness issue (see the README); off by default.
     pub retire_at_once: bool,
+    /// Let churn replace the voter of a sole-voter cluster (through a joint
+    /// membership). Shows a known core liveness issue (see the README): if
+    /// the new voter forgets that the change committed (its commit index is
+    /// not durable) while the old one has applied its removal, holds a
+    /// longer log and so refuses its vote, no one can win the joint
+    /// membership again. Off by default.
+    pub replace_sole_voter: bool,
     /// Draw clock rates within ±`p`/2 percent of nominal instead of within
     /// the drawn `max_clock_drift_percent` bound: drift beyond what the
     /// lease assumes (`--clock-drift-percent`). `None` keeps clocks within
@@ -41,6 +48,7 @@ impl SimOptions {
             #[cfg(feature = "drill")]
             planted_bug: None,
             retire_at_once: false,
+            replace_sole_voter: false,
             clock_drift_percent: None,
             report_snapshots: true,
         }
@@ -61,6 +69,9 @@ impl SimOptions {
         }
         if !self.report_snapshots {
             extra.push_str(" --no-snapshot-reports");
+        }
+        if self.replace_sole_voter {
+            extra.push_str(" --replace-sole-voter");
         }
         if let Some(percent) = self.clock_drift_percent {
             extra.push_str(&format!(" --clock-drift-percent {percent}"));

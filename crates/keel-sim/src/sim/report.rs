@@ -30,6 +30,8 @@ pub struct RunReport {
     pub liveness_leader_ticks: u64,
     /// Ticks from then to convergence.
     pub liveness_converge_ticks: u64,
+    /// The last events of the run (as many as `trace_capacity` keeps).
+    pub trace: String,
 }
 
 /// A failing run: what broke, where, and how to replay it.

@@ -2,21 +2,24 @@
 
 use std::fmt;
 
-use keel::{Config, NodeId};
+use keel::{ConfState, Config, NodeId};
 
 use crate::clock::NodeClock;
 use crate::faults::Fault;
 use crate::network::NetworkFaults;
 use crate::rng::SimRng;
 
-use super::{SimOptions, DELAY_TICKS_MAX_ANY};
+use super::{SimOptions, DELAY_TICKS_MAX_ANY, VOTERS_MAX, VOTERS_MIN};
 
 /// The cluster and workload a seed draws (the FoundationDB habit of
 /// randomizing configuration as well as faults).
 #[derive(Clone, Debug)]
 pub struct Shape {
-    /// Voters.
+    /// Founding nodes: voters, then learners.
     pub nodes: u64,
+    /// Founding voters (nodes `1..=voters`); churn keeps the voters within
+    /// [`Shape::voters_range`].
+    pub voters: u64,
     /// Each node's configuration.
     pub configs: Vec<Config>,
     /// How the network misbehaves.
@@ -40,7 +43,15 @@ pub struct Shape {
 impl Shape {
     pub(super) fn draw(rng: &mut SimRng, options: &SimOptions) -> Shape {
         let faults = &options.faults;
-        let nodes = *rng.pick(&[3, 3, 4, 5, 5]).unwrap_or(&3);
+        // Mostly 3-5 voters; one seed in eight a sole voter with one or two
+        // learners, where an election needs no message at all (what the
+        // new term's durability must cover).
+        let (voters, learners) = if rng.chance(125_000) {
+            (1, rng.between(1, 2))
+        } else {
+            (*rng.pick(&[3, 3, 4, 5, 5]).unwrap_or(&3), 0)
+        };
+        let nodes = voters + learners;
         let election_timeout_ticks_min = rng.between(5, 12);
         // etcd's habit: timeouts spread over [min, 2 min); a narrower range
         // makes split votes (and liveness failures) a matter of luck.
@@ -110,6 +121,7 @@ impl Shape {
         let conf_changes_when_applied = rng.chance(500_000);
         Shape {
             nodes,
+            voters,
             configs,
             network,
             clients,
@@ -123,6 +135,24 @@ impl Shape {
 
     pub(super) fn template(&self) -> &Config {
         &self.configs[0]
+    }
+
+    /// The founders' membership.
+    pub(super) fn founding_conf(&self) -> ConfState {
+        let mut conf = ConfState::with_voters((1..=self.voters).map(NodeId::new));
+        conf.learners = (self.voters + 1..=self.nodes).map(NodeId::new).collect();
+        conf
+    }
+
+    /// The fewest and most voters membership churn keeps: 3-7, or exactly
+    /// one for a sole-voter cluster (churn then adds and removes learners
+    /// and replaces the voter).
+    pub(super) fn voters_range(&self) -> (usize, usize) {
+        if self.voters == 1 {
+            (1, 1)
+        } else {
+            (VOTERS_MIN, VOTERS_MAX)
+        }
     }
 }
 
@@ -145,10 +175,11 @@ impl fmt::Display for Shape {
         let config = self.template();
         write!(
             formatter,
-            "{} nodes, election {}..{} ticks, heartbeat {}, pre-vote {}, check-quorum {}, async writes {}, \
+            "{} nodes ({} voters), election {}..{} ticks, heartbeat {}, pre-vote {}, check-quorum {}, async writes {}, \
              inflight {}, message {} B, priorities {:?}, {} clients on {} keys, loss {} ppm, duplicate {} ppm, delay <= {} ticks, reorder {}, \
              clock drift bound {}%, clock rates {:?} ppm, membership changes handed to the core {}",
             self.nodes,
+            self.voters,
             config.election_timeout_ticks_min,
             config.election_timeout_ticks_max,
             config.heartbeat_interval_ticks,

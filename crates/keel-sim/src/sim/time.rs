@@ -90,6 +90,10 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Tick { tick: now });
         if self.heal_at_tick.is_some_and(|tick| tick <= now) {
             self.heal();
+            // A leader cut off until now may still believe it leads.
+            if let Some(key) = self.world.last_written_key.filter(|_| self.faults_on) {
+                self.probe_stale_leaders(key)?;
+            }
         }
         for position in 0..self.nodes.len() {
             self.run_timers(position)?;
