@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use keel::{
-    ConfChange, Error as CoreError, Index, MemStorage, Message, NodeId, ProposalError, RawNode, ReadError,
-    ReadMode, Ready, RefusalReason, RefusedProposal, Role, SnapshotOutcome, Status, TransferError,
+    ConfChange, Error as CoreError, Index, MemStorage, Message, NodeId, RawNode, ReadMode, Ready,
+    RefusalReason, RefusedProposal, Role, SnapshotOutcome, Status,
 };
 use keel_log::SnapshotStore;
 use tokio::sync::{mpsc, oneshot};
@@ -20,7 +20,7 @@ use crate::apply::{ApplyEvent, ApplyJob, PendingWrites, ReadResponder, WriteResp
 use crate::clock::TickClock;
 use crate::config::NodeConfig;
 use crate::disk::{DiskEvent, DiskJob, PersistJob};
-use crate::error::NodeError;
+use crate::error::{self, NodeError};
 use crate::members::{AddressBook, ChangeContext};
 use crate::metrics::Metrics;
 use crate::request::{tagged, RequestId, RequestIds};
@@ -386,7 +386,10 @@ impl<M: StateMachine> Actor<M> {
             return None;
         }
         if self.pending_count() >= self.config.max_pending_requests {
-            let error = NodeError::Overloaded;
+            let error = NodeError::Overloaded(format!(
+                "{} requests are waiting, the most this node takes",
+                self.config.max_pending_requests
+            ));
             match request {
                 Request::Write { responder, .. } => drop(responder.send(Err(error))),
                 Request::Read { responder, .. } => drop(responder.send(Err(error))),
@@ -424,7 +427,7 @@ impl<M: StateMachine> Actor<M> {
         self.writes().insert(request, (Instant::now(), responder));
         self.metrics.count_proposal();
         if let Err(error) = self.raw.propose(data) {
-            self.fail_write(request, self.map_error(&error));
+            self.fail_write(request, error::from_core(&error));
             if error.is_fatal() {
                 self.fail(error.to_string());
             }
@@ -458,7 +461,7 @@ impl<M: StateMachine> Actor<M> {
                     .insert(request, (Instant::now(), query, responder));
             }
             Err(error) => {
-                let _ = responder.send(Err(self.map_error(&error)));
+                let _ = responder.send(Err(error::from_core(&error)));
             }
         }
     }
@@ -476,7 +479,7 @@ impl<M: StateMachine> Actor<M> {
                 self.pending_changes.insert(request, (Instant::now(), responder));
             }
             Err(error) => {
-                let _ = responder.send(Err(self.map_error(&error)));
+                let _ = responder.send(Err(error::from_core(&error)));
             }
         }
     }
@@ -489,26 +492,8 @@ impl<M: StateMachine> Actor<M> {
         match self.raw.transfer_leader(target) {
             Ok(()) => self.transfer_waiters.push((Instant::now(), target, responder)),
             Err(error) => {
-                let _ = responder.send(Err(self.map_error(&error)));
+                let _ = responder.send(Err(error::from_core(&error)));
             }
-        }
-    }
-
-    /// Maps a core error to what a client sees.
-    fn map_error(&self, error: &CoreError) -> NodeError {
-        match error {
-            CoreError::Proposal(ProposalError::NoLeader)
-            | CoreError::Read(ReadError::NoLeader)
-            | CoreError::Transfer(TransferError::NoLeader) => NodeError::NoLeader,
-            CoreError::Proposal(ProposalError::NotLeader { leader }) => {
-                NodeError::NotLeader { leader: *leader }
-            }
-            CoreError::Proposal(ProposalError::TransferInProgress) => NodeError::NoLeader,
-            CoreError::Proposal(ProposalError::ConfChangePending { pending_index }) => NodeError::Conflict(
-                format!("a membership change is in progress (index {pending_index})"),
-            ),
-            error if error.is_fatal() => NodeError::Fatal(error.to_string()),
-            error => NodeError::Refused(error.to_string()),
         }
     }
 
@@ -737,7 +722,7 @@ impl<M: StateMachine> Actor<M> {
     /// the reason now rather than a timeout.
     fn fail_refused(&mut self, refused: RefusedProposal) {
         let error = || match refused.reason {
-            RefusalReason::Overloaded => NodeError::Overloaded,
+            RefusalReason::Overloaded => NodeError::Overloaded(refused.reason.to_string()),
             RefusalReason::ConfChangePending => {
                 NodeError::Conflict("a membership change is in progress".to_string())
             }

@@ -196,9 +196,10 @@
 //!   then [`NodeHandle::add_voter`](crate::NodeHandle::add_voter) to promote;
 //!   [`NodeHandle::remove_member`](crate::NodeHandle::remove_member);
 //!   [`NodeHandle::transfer_leader`](crate::NodeHandle::transfer_leader).
-//! - **Errors that say what happened**: `Timeout` and `NoLeader` on a write
-//!   mean the outcome is unknown; every other error means it was not
-//!   applied.
+//! - **Errors that say what happened**: `Timeout`, `NoLeader`,
+//!   `ShuttingDown` and `Fatal` on a write mean the outcome is unknown
+//!   ([`NodeError::outcome_unknown`](crate::NodeError::outcome_unknown));
+//!   every other error means it was not applied.
 //!
 //! A complete server built this way, with an HTTP API, is `keel-kv`
 //! (`crates/keel-kv/src/store.rs` is its state machine).

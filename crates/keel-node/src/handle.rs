@@ -43,6 +43,9 @@ pub enum MemberChange {
     Remove(NodeId),
 }
 
+/// Why a request finds no room in the raft loop's queue.
+const QUEUE_FULL: &str = "the raft loop's request queue is full";
+
 impl<M: StateMachine> NodeHandle<M> {
     /// This node's id.
     pub fn id(&self) -> NodeId {
@@ -57,7 +60,7 @@ impl<M: StateMachine> NodeHandle<M> {
         self.requests
             .try_send(make(sender))
             .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => NodeError::Overloaded,
+                mpsc::error::TrySendError::Full(_) => NodeError::Overloaded(QUEUE_FULL.to_string()),
                 mpsc::error::TrySendError::Closed(_) => NodeError::ShuttingDown,
             })?;
         match tokio::time::timeout(self.request_timeout, receiver).await {
@@ -72,8 +75,9 @@ impl<M: StateMachine> NodeHandle<M> {
     ///
     /// # Errors
     /// `Refused` if the command does not encode (it never entered the log);
-    /// `NoLeader` or `Timeout` when the outcome is unknown; `Fatal`,
-    /// `ShuttingDown`.
+    /// `Overloaded`, `NotMember` (nothing was done); `NoLeader`, `Timeout`,
+    /// `ShuttingDown` or `Fatal` when the outcome is unknown (see
+    /// [`NodeError::outcome_unknown`]).
     pub async fn write(&self, command: M::Command) -> Result<M::Response, NodeError> {
         let command = M::encode_command(&command).map_err(|error| NodeError::Refused(error.to_string()))?;
         self.call(|responder| Request::Write { command, responder }).await
@@ -161,7 +165,10 @@ impl<M: StateMachine> NodeHandle<M> {
         let (sender, receiver) = oneshot::channel();
         self.requests
             .try_send(Request::Status { responder: sender })
-            .map_err(|_| NodeError::ShuttingDown)?;
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => NodeError::Overloaded(QUEUE_FULL.to_string()),
+                mpsc::error::TrySendError::Closed(_) => NodeError::ShuttingDown,
+            })?;
         match tokio::time::timeout(self.request_timeout, receiver).await {
             Err(_) => Err(NodeError::Timeout),
             Ok(Err(_)) => Err(NodeError::ShuttingDown),

@@ -30,8 +30,9 @@
 //! nodes' tick rates differ by at most `max_clock_drift_percent` of
 //! [`keel::Config`], and time is measured by a monotonic clock, pauses
 //! included (see [`Consistency::Lease`]). Followers forward writes and
-//! linearizable reads to the leader themselves. `Timeout` and `NoLeader` on
-//! a write mean its outcome is unknown.
+//! linearizable reads to the leader themselves. `Timeout`, `NoLeader`,
+//! `ShuttingDown` and `Fatal` on a write mean its outcome is unknown
+//! ([`NodeError::outcome_unknown`]).
 //!
 //! Start with the [`guide`]: a replicated counter from scratch.
 
