@@ -41,5 +41,6 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod metrics;
+mod parse_errors;
 pub mod server;
 pub mod store;

@@ -200,9 +200,16 @@ struct ServeArgs {
     /// The largest value accepted, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     value_bytes_max: usize,
-    /// The most HTTP requests handled at once (more wait).
+    /// The most HTTP requests handled at once, counted once their body is
+    /// read (more wait).
     #[arg(long, default_value_t = 256)]
     requests_in_flight_max: usize,
+    /// How long a request body may take to arrive (else 408 body_timeout).
+    #[arg(long, default_value_t = 10_000)]
+    body_read_timeout_ms: u64,
+    /// /readyz says not ready while applied lags commit by more entries.
+    #[arg(long, default_value_t = 1_000)]
+    ready_apply_lag_entries_max: u64,
     /// Take a snapshot (and compact the log) every this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval_entries: u64,
@@ -488,6 +495,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let limits = ApiLimits {
         value_bytes_max: args.value_bytes_max,
         requests_in_flight_max: args.requests_in_flight_max,
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms.max(1)),
+        ready_apply_lag_entries_max: args.ready_apply_lag_entries_max,
+        ..ApiLimits::default()
     };
     let server = HttpServer::start(listener, node.clone(), limits).map_err(|error| error.to_string())?;
     tracing::info!(

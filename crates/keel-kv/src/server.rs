@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::api::{router, ApiLimits, ApiState, MemberMetadata};
+use crate::parse_errors::JsonParseErrors;
 use crate::store::KvStore;
 
 /// How to run one node.
@@ -44,6 +45,10 @@ pub struct NodeOptions {
     pub request_timeout: Duration,
     /// Take a snapshot after this many applied entries.
     pub snapshot_interval_entries: u64,
+    /// The most bytes of entries the leader holds uncommitted; proposals
+    /// past it are refused (`overloaded`) until replication catches up.
+    /// Bounds the leader's memory when followers fall behind.
+    pub max_uncommitted_bytes: u64,
 }
 
 impl NodeOptions {
@@ -59,6 +64,7 @@ impl NodeOptions {
             heartbeat_interval: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
             snapshot_interval_entries: 10_000,
+            max_uncommitted_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -89,6 +95,7 @@ impl NodeOptions {
             .map_or(0, |elapsed| elapsed.subsec_nanos() as u64);
         config.raft.rng_seed = self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos;
         config.request_timeout = self.request_timeout;
+        config.raft.max_uncommitted_bytes = self.max_uncommitted_bytes;
         config.snapshot_interval_entries = self.snapshot_interval_entries.max(1);
         config.snapshot_keep_entries = (self.snapshot_interval_entries / 10).max(1);
         Ok(config)
@@ -193,7 +200,6 @@ async fn register_client_address(
 
 /// Limits of the HTTP server's connections.
 const CONNECTIONS_MAX: usize = 4096;
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_BUFFER_BYTES_MAX: usize = 64 * 1024;
 
 /// A running HTTP server; dropping it stops it.
@@ -213,7 +219,7 @@ impl HttpServer {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let app = router(ApiState::new(node, limits));
-        let task = tokio::spawn(accept_loop(listener, app, stopped));
+        let task = tokio::spawn(accept_loop(listener, app, limits.header_read_timeout, stopped));
         Ok(HttpServer {
             local_addr,
             stop,
@@ -242,7 +248,12 @@ impl Drop for HttpServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    header_read_timeout: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut connections = JoinSet::new();
     loop {
@@ -274,9 +285,10 @@ async fn accept_loop(listener: TcpListener, app: axum::Router, mut stopped: watc
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(header_read_timeout)
                 .max_buf_size(CONNECTION_BUFFER_BYTES_MAX);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let stream = TokioIo::new(JsonParseErrors::new(stream));
+            let connection = builder.serve_connection(stream, service);
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
