@@ -56,6 +56,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+mod cluster_id;
 pub mod codec;
 mod config;
 mod frame;
@@ -63,6 +64,7 @@ mod network;
 mod snapshot;
 mod tls;
 
+pub use cluster_id::derive_cluster_id;
 pub use codec::CodecError;
 pub use config::{NetworkConfig, TlsConfig};
 pub use frame::FrameError;
