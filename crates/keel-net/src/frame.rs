@@ -31,8 +31,11 @@ pub enum FrameError {
 /// Splits a byte stream into frames. Frames are slices of one read buffer,
 /// so their bodies (and the entry payloads decoded from them) are not copied.
 ///
-/// Memory: the buffer holds at most one frame of `max_frame_bytes` plus one
-/// read chunk.
+/// Memory: the buffer grows with the bytes that actually arrive, never with
+/// the length a peer declares, so it holds at most about twice the partial
+/// frame received so far plus one read chunk (and never more than the
+/// frame limit allows). Under a small limit (a handshake) the read chunk
+/// shrinks to the limit too.
 pub(crate) struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
@@ -64,6 +67,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.reader
     }
 
+    /// The bytes to ask the socket for at a time: a chunk, or less when the
+    /// limit allows only small frames (an unauthenticated peer gets a
+    /// buffer the size of a handshake, no more).
+    fn read_chunk_bytes(&self) -> usize {
+        READ_CHUNK_BYTES.min(FRAME_HEADER_BYTES + self.max_frame_bytes as usize)
+    }
+
     /// The next frame body, or `None` when the stream ends cleanly between
     /// frames. Cancel-safe: a partial frame stays in the buffer.
     pub(crate) async fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
@@ -82,10 +92,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// A whole frame from the buffer if one is there; otherwise reserves room
-    /// for the rest of the current frame (checked against the limit first).
+    /// for more of the current frame (its length checked against the limit
+    /// first).
     fn take_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let chunk_bytes = self.read_chunk_bytes();
         if self.buffer.len() < FRAME_HEADER_BYTES {
-            self.buffer.reserve(READ_CHUNK_BYTES);
+            self.buffer.reserve(chunk_bytes);
             return Ok(None);
         }
         let declared = u32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]);
@@ -100,8 +112,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.buffer.advance(FRAME_HEADER_BYTES);
             return Ok(Some(self.buffer.split_to(declared as usize).freeze()));
         }
+        // Grow with what has arrived, not with what was declared: a peer
+        // that declares 16 MiB and then stalls pins what it sent, not 16
+        // MiB. Doubling with the bytes received keeps a large frame to a
+        // few reallocations.
         let missing = frame_bytes - self.buffer.len();
-        self.buffer.reserve(missing.max(READ_CHUNK_BYTES));
+        self.buffer
+            .reserve(missing.min(chunk_bytes.max(self.buffer.len())));
         Ok(None)
     }
 }
@@ -151,6 +168,36 @@ mod tests {
     fn a_huge_declared_length_allocates_nothing() {
         let read = frames(&[0xff, 0xff, 0xff, 0xff], 16 * 1024 * 1024);
         assert!(read[0].is_err());
+    }
+
+    #[test]
+    fn a_declared_length_is_not_allocated_before_its_bytes_arrive() {
+        // Goal: a peer that declares 16 MiB and sends 1,000 bytes makes the
+        // reader hold one read chunk, not 16 MiB.
+        let mut bytes = (16u32 << 20).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[1; 1_000]);
+        let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("runtime: {error}"),
+        };
+        let mut reader = FrameReader::new(&bytes[..], 16 << 20);
+        let read = runtime.block_on(reader.next_frame());
+        assert!(matches!(read, Err(FrameError::Truncated)), "{read:?}");
+        assert!(
+            reader.buffer.capacity() <= 2 * READ_CHUNK_BYTES,
+            "{}",
+            reader.buffer.capacity()
+        );
+    }
+
+    #[test]
+    fn the_read_chunk_shrinks_to_a_small_limit() {
+        // Goal: under a handshake's limit, a stalled peer pins a handshake's
+        // worth of buffer.
+        let reader = FrameReader::new(&[][..], 296);
+        assert_eq!(reader.read_chunk_bytes(), 300);
+        let reader = FrameReader::new(&[][..], 16 << 20);
+        assert_eq!(reader.read_chunk_bytes(), READ_CHUNK_BYTES);
     }
 
     #[test]
