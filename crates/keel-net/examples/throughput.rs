@@ -52,6 +52,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Network::start(sender_config, a_inbound).await?;
     let b = Network::start(receiver_config, b_inbound).await?;
     a.set_peer(NodeId::new(2), b.local_addr().to_string());
+    // `b` only ever receives: it admits node 1 without knowing its address.
+    b.set_members([NodeId::new(1)]);
 
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();

@@ -611,7 +611,7 @@ impl Reader {
 // ---------------------------------------------------------------- handshake
 
 /// What a connection carries, declared in its handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConnectionKind {
     /// Raft messages, batched, from the dialling node to the listener.
     Messages,
@@ -673,8 +673,14 @@ pub enum HandshakeStatus {
     /// The dialler belongs to another cluster.
     WrongCluster,
     /// The listener is not the node the dialler meant to reach, or the
-    /// dialler's id is invalid.
+    /// dialler's id is invalid (or, with node names required, its
+    /// certificate does not name it).
     WrongNode,
+    /// The dialler is not a member as far as the listener knows: not added
+    /// yet, or removed. Sent by listeners since this status was added;
+    /// older diallers read it as an unknown code, which refuses all the
+    /// same.
+    NotMember,
 }
 
 impl HandshakeStatus {
@@ -684,6 +690,7 @@ impl HandshakeStatus {
             HandshakeStatus::UnsupportedVersion => 1,
             HandshakeStatus::WrongCluster => 2,
             HandshakeStatus::WrongNode => 3,
+            HandshakeStatus::NotMember => 4,
         }
     }
 }
@@ -770,6 +777,7 @@ pub fn decode_handshake_reply(mut body: Bytes) -> Result<(u16, HandshakeStatus),
         1 => HandshakeStatus::UnsupportedVersion,
         2 => HandshakeStatus::WrongCluster,
         3 => HandshakeStatus::WrongNode,
+        4 => HandshakeStatus::NotMember,
         code => {
             return Err(CodecError::UnknownCode {
                 field: "handshake status",
@@ -913,6 +921,24 @@ mod tests {
         out[0] = b'X';
         assert_eq!(decode_handshake(out.freeze()), Err(CodecError::BadMagic));
         assert!(decode_handshake(Bytes::from_static(b"KEEL")).is_err());
+    }
+
+    #[test]
+    fn every_handshake_status_round_trips() {
+        for status in [
+            HandshakeStatus::Accepted,
+            HandshakeStatus::UnsupportedVersion,
+            HandshakeStatus::WrongCluster,
+            HandshakeStatus::WrongNode,
+            HandshakeStatus::NotMember,
+        ] {
+            let mut out = BytesMut::new();
+            encode_handshake_reply(status, &mut out);
+            assert_eq!(
+                decode_handshake_reply(out.freeze()),
+                Ok((PROTOCOL_VERSION, status))
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,12 @@ use crate::codec::HANDSHAKE_BYTES;
 use crate::network::INBOUND_CONNECTIONS_LIMIT;
 use crate::NetError;
 
+/// The most `unauthenticated_connections_max` may be: a small fraction of
+/// the ceiling on all inbound connections, so members always find room.
+pub(crate) const UNAUTHENTICATED_CONNECTIONS_LIMIT: usize = 4_096;
+
+const _: () = assert!(UNAUTHENTICATED_CONNECTIONS_LIMIT <= INBOUND_CONNECTIONS_LIMIT / 4);
+
 /// Paths of the PEM files for mutual TLS. Every connection, in both
 /// directions, is authenticated with certificates issued by the CA in
 /// `ca_path`; a peer whose certificate chains to another CA is refused.
@@ -59,7 +65,10 @@ impl TlsConfig {
 pub struct NetworkConfig {
     /// The cluster this node belongs to. Connections from nodes of another
     /// cluster are refused at the handshake, so two clusters that share
-    /// hosts cannot corrupt each other.
+    /// hosts cannot corrupt each other. Derive it once when the cluster is
+    /// founded, with [`derive_cluster_id`](crate::derive_cluster_id), and
+    /// keep it with the node's data: a constant shared by every cluster
+    /// protects nothing.
     pub cluster_id: u64,
     /// This node's id (`>= 1`).
     pub node_id: NodeId,
@@ -72,7 +81,11 @@ pub struct NetworkConfig {
     /// unspecified (`0.0.0.0`), in which case nothing is advertised.
     pub advertise_address: Option<String>,
     /// The peers' addresses, `host:port`. Change them at run time with
-    /// [`Network::set_peer`](crate::Network::set_peer).
+    /// [`Network::set_peer`](crate::Network::set_peer). These peers are the
+    /// first members: only members' connections are accepted (see
+    /// [`Network::set_members`](crate::Network::set_members)), so a node
+    /// that joins a cluster lists the current members here, or gives their
+    /// ids to `set_members`.
     pub peers: BTreeMap<NodeId, String>,
     /// Mutual TLS, or `None` for plain TCP.
     pub tls: Option<TlsConfig>,
@@ -98,11 +111,27 @@ pub struct NetworkConfig {
     pub snapshot_dir: PathBuf,
     /// How long connecting plus the handshake (TLS included) may take, in
     /// milliseconds, in either direction. Bounds how long a silent peer can
-    /// hold a connection slot.
+    /// hold an unauthenticated connection slot.
     pub handshake_timeout_ms: u64,
-    /// Inbound connections held at once; more are closed on accept. With
-    /// `max_frame_bytes` it bounds the memory that peers can make us hold.
-    pub inbound_connections_max: usize,
+    /// Inbound connections held at once before their handshake is accepted
+    /// (strangers and members alike); when all are held, the oldest is
+    /// closed to make room for the newest. Each holds a read buffer the
+    /// size of a handshake frame (under 300 bytes) plus TLS state, for at
+    /// most `handshake_timeout_ms`. Members' accepted connections do not
+    /// count against it: each member holds at most one connection per kind
+    /// (messages, snapshot), a newer one replacing the older, so strangers
+    /// can never crowd members out. Larger tolerates more simultaneous
+    /// dialling; smaller bounds what strangers can make this node hold.
+    pub unauthenticated_connections_max: usize,
+    /// How long an accepted inbound connection may stay silent, in
+    /// milliseconds, before it is closed (after between one and two of
+    /// these). Frees the slots and buffers of peers that vanished without
+    /// closing (power loss, a partition) or that stall in the middle of a
+    /// frame. Must comfortably exceed the leader's heartbeat interval, or
+    /// connections that carry heartbeats are closed and re-dialled; a link
+    /// that is only quiet (between two followers) is closed and re-dialled
+    /// at its next message without harm.
+    pub inbound_idle_timeout_ms: u64,
     /// The most bytes of messages gathered into one write per peer. Larger
     /// batches mean fewer syscalls; smaller mean less latency behind a big
     /// append.
@@ -123,8 +152,9 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// A configuration with no peers, no TLS and the default limits: 16 MiB
     /// frames, 1024 queued messages per peer, 50 ms..5 s backoff, 5 s
-    /// handshakes, 256 inbound connections, 1 MiB batches, 256 KiB snapshot
-    /// chunks, snapshots of at most 64 GiB received two at a time.
+    /// handshakes, 64 unauthenticated connections, 60 s idle timeout, 1 MiB
+    /// batches, 256 KiB snapshot chunks, snapshots of at most 64 GiB
+    /// received two at a time.
     pub fn new(cluster_id: u64, node_id: NodeId, listen_addr: SocketAddr, snapshot_dir: PathBuf) -> Self {
         NetworkConfig {
             cluster_id,
@@ -139,7 +169,8 @@ impl NetworkConfig {
             reconnect_backoff_ms_max: 5_000,
             snapshot_dir,
             handshake_timeout_ms: 5_000,
-            inbound_connections_max: 256,
+            unauthenticated_connections_max: 64,
+            inbound_idle_timeout_ms: 60_000,
             batch_bytes_max: 1024 * 1024,
             snapshot_chunk_bytes: 256 * 1024,
             snapshot_bytes_max: 64 << 30,
@@ -175,11 +206,16 @@ impl NetworkConfig {
         if self.handshake_timeout_ms == 0 {
             return invalid("handshake_timeout_ms must be >= 1".into());
         }
-        if self.inbound_connections_max == 0 || self.inbound_connections_max > INBOUND_CONNECTIONS_LIMIT {
+        if self.unauthenticated_connections_max == 0
+            || self.unauthenticated_connections_max > UNAUTHENTICATED_CONNECTIONS_LIMIT
+        {
             return invalid(format!(
-                "inbound_connections_max {} must be in 1..={INBOUND_CONNECTIONS_LIMIT}",
-                self.inbound_connections_max
+                "unauthenticated_connections_max {} must be in 1..={UNAUTHENTICATED_CONNECTIONS_LIMIT}",
+                self.unauthenticated_connections_max
             ));
+        }
+        if self.inbound_idle_timeout_ms == 0 {
+            return invalid("inbound_idle_timeout_ms must be >= 1".into());
         }
         if self.batch_bytes_max == 0 {
             return invalid("batch_bytes_max must be >= 1".into());
@@ -218,14 +254,22 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_each_bad_field_is_named() {
         assert!(valid().validate().is_ok());
-        let cases: [(Spoil, &str); 9] = [
+        let cases: [(Spoil, &str); 11] = [
             (|config| config.node_id = NodeId::ZERO, "node_id"),
             (|config| config.max_frame_bytes = 100, "max_frame_bytes"),
             (|config| config.send_queue_messages = 0, "send_queue_messages"),
             (|config| config.reconnect_backoff_ms_min = 10_000, "backoff"),
             (
-                |config| config.inbound_connections_max = 0,
-                "inbound_connections_max",
+                |config| config.unauthenticated_connections_max = 0,
+                "unauthenticated_connections_max",
+            ),
+            (
+                |config| config.unauthenticated_connections_max = 1 << 20,
+                "unauthenticated_connections_max",
+            ),
+            (
+                |config| config.inbound_idle_timeout_ms = 0,
+                "inbound_idle_timeout_ms",
             ),
             (
                 |config| config.snapshot_chunk_bytes = 16 * 1024 * 1024,

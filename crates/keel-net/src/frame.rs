@@ -1,7 +1,14 @@
-//! Reading length-prefixed frames from a byte stream, within a size limit.
+//! Reading length-prefixed frames from a byte stream, within a size limit,
+//! with the memory held counted and silence bounded.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::{Instant, Sleep};
 
 use crate::codec::FRAME_HEADER_BYTES;
 
@@ -23,9 +30,96 @@ pub enum FrameError {
     /// The stream ended in the middle of a frame.
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    /// Nothing arrived for a whole idle period (see
+    /// [`NetworkConfig::inbound_idle_timeout_ms`](crate::NetworkConfig::inbound_idle_timeout_ms)).
+    #[error("no bytes arrived for {0:?}")]
+    Idle(Duration),
     /// The stream failed.
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Counts one reader's buffer capacity into a total shared by many readers,
+/// so that what all connections of a kind hold can be observed (and its
+/// bound checked in tests). Updated only when the capacity changes, before
+/// a socket read: never per message.
+pub(crate) struct BufferGauge {
+    total_bytes: Arc<AtomicU64>,
+    counted_bytes: u64,
+}
+
+impl BufferGauge {
+    pub(crate) fn new(total_bytes: Arc<AtomicU64>) -> Self {
+        BufferGauge {
+            total_bytes,
+            counted_bytes: 0,
+        }
+    }
+
+    fn set(&mut self, bytes: usize) {
+        let bytes = bytes as u64;
+        if bytes > self.counted_bytes {
+            self.total_bytes
+                .fetch_add(bytes - self.counted_bytes, Ordering::Relaxed);
+        } else if bytes < self.counted_bytes {
+            self.total_bytes
+                .fetch_sub(self.counted_bytes - bytes, Ordering::Relaxed);
+        }
+        self.counted_bytes = bytes;
+    }
+}
+
+impl Drop for BufferGauge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// Ends a read when no byte has arrived for a whole period. One timer per
+/// connection, re-armed once per period rather than per read (re-arming
+/// registers with the timer wheel, which takes a lock): so a silent
+/// connection is closed after between one and two periods.
+struct IdleWatch {
+    period: Duration,
+    timer: Pin<Box<Sleep>>,
+    read_since_armed: bool,
+}
+
+impl IdleWatch {
+    fn new(period: Duration) -> Self {
+        IdleWatch {
+            period,
+            timer: Box::pin(tokio::time::sleep(period)),
+            read_since_armed: false,
+        }
+    }
+
+    /// One read of `reader` into `buffer`, or `Idle` once a whole period
+    /// passed without any read completing. Cancel-safe.
+    async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        buffer: &mut BytesMut,
+    ) -> Result<usize, FrameError> {
+        loop {
+            let read = tokio::select! {
+                biased;
+                read = reader.read_buf(buffer) => Some(read),
+                () = &mut self.timer => None,
+            };
+            match read {
+                Some(read) => {
+                    self.read_since_armed = true;
+                    return Ok(read?);
+                }
+                None if self.read_since_armed => {
+                    self.read_since_armed = false;
+                    self.timer.as_mut().reset(Instant::now() + self.period);
+                }
+                None => return Err(FrameError::Idle(self.period)),
+            }
+        }
+    }
 }
 
 /// Splits a byte stream into frames. Frames are slices of one read buffer,
@@ -40,6 +134,9 @@ pub(crate) struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
     max_frame_bytes: u32,
+    gauge: Option<BufferGauge>,
+    idle: Option<IdleWatch>,
+    went_idle: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -48,12 +145,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             reader,
             buffer: BytesMut::new(),
             max_frame_bytes,
+            gauge: None,
+            idle: None,
+            went_idle: false,
         }
     }
 
     /// Changes the frame limit (handshakes are read under a tiny one).
     pub(crate) fn set_max_frame_bytes(&mut self, max_frame_bytes: u32) {
         self.max_frame_bytes = max_frame_bytes;
+    }
+
+    /// Counts this reader's buffer into `gauge` from now on (and out of the
+    /// previous one).
+    pub(crate) fn set_gauge(&mut self, mut gauge: BufferGauge) {
+        gauge.set(self.buffer.capacity());
+        self.gauge = Some(gauge);
+    }
+
+    /// Ends reads with [`FrameError::Idle`] once no byte arrived for
+    /// between one and two `period`s.
+    pub(crate) fn set_idle_timeout(&mut self, period: Duration) {
+        self.idle = Some(IdleWatch::new(period));
+    }
+
+    /// Whether a read ended with [`FrameError::Idle`].
+    pub(crate) fn went_idle(&self) -> bool {
+        self.went_idle
     }
 
     /// The underlying stream, to write replies on.
@@ -81,7 +199,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.take_frame()? {
                 return Ok(Some(frame));
             }
-            let read = self.reader.read_buf(&mut self.buffer).await?;
+            if let Some(gauge) = &mut self.gauge {
+                gauge.set(self.buffer.capacity());
+            }
+            let read = match &mut self.idle {
+                None => self.reader.read_buf(&mut self.buffer).await?,
+                Some(idle) => idle
+                    .read(&mut self.reader, &mut self.buffer)
+                    .await
+                    .inspect_err(|error| self.went_idle = matches!(error, FrameError::Idle(_)))?,
+            };
             if read == 0 {
                 if self.buffer.is_empty() {
                     return Ok(None);
@@ -170,16 +297,25 @@ mod tests {
         assert!(read[0].is_err());
     }
 
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("runtime: {error}"),
+        }
+    }
+
     #[test]
     fn a_declared_length_is_not_allocated_before_its_bytes_arrive() {
         // Goal: a peer that declares 16 MiB and sends 1,000 bytes makes the
         // reader hold one read chunk, not 16 MiB.
-        let mut bytes = (16u32 << 20).to_be_bytes().to_vec();
+        let mut bytes = vec![0, 0, 0, 0];
+        bytes[..4].copy_from_slice(&(16u32 << 20).to_be_bytes());
         bytes.extend_from_slice(&[1; 1_000]);
-        let runtime = match tokio::runtime::Builder::new_current_thread().build() {
-            Ok(runtime) => runtime,
-            Err(error) => panic!("runtime: {error}"),
-        };
+        let runtime = paused_runtime();
         let mut reader = FrameReader::new(&bytes[..], 16 << 20);
         let read = runtime.block_on(reader.next_frame());
         assert!(matches!(read, Err(FrameError::Truncated)), "{read:?}");
@@ -198,6 +334,52 @@ mod tests {
         assert_eq!(reader.read_chunk_bytes(), 300);
         let reader = FrameReader::new(&[][..], 16 << 20);
         assert_eq!(reader.read_chunk_bytes(), READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn silence_ends_a_read_after_one_to_two_periods_and_trickling_does_not() {
+        const PERIOD: Duration = Duration::from_millis(100);
+        let runtime = paused_runtime();
+        runtime.block_on(async {
+            // A frame whose bytes arrive one every 60 ms: slower than a
+            // frame per period, but never a silent period.
+            let (mut sender, receiver) = tokio::io::duplex(64);
+            let mut reader = FrameReader::new(receiver, 1024);
+            reader.set_idle_timeout(PERIOD);
+            let trickle = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                for byte in [0u8, 0, 0, 3, 7, 8, 9] {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    let _ = sender.write_all(&[byte]).await;
+                }
+                sender
+            });
+            let frame = reader.next_frame().await;
+            assert_eq!(frame.ok().flatten(), Some(Bytes::from_static(&[7, 8, 9])));
+            assert!(!reader.went_idle());
+            // Then silence, with the sender still connected.
+            let _sender = trickle.await;
+            let silent_from = Instant::now();
+            let read = reader.next_frame().await;
+            let silent = silent_from.elapsed();
+            assert!(matches!(read, Err(FrameError::Idle(PERIOD))), "{read:?}");
+            assert!(reader.went_idle());
+            assert!(silent >= PERIOD && silent <= 2 * PERIOD, "{silent:?}");
+        });
+    }
+
+    #[test]
+    fn a_gauge_counts_the_buffer_and_forgets_it_when_dropped() {
+        let total = Arc::new(AtomicU64::new(0));
+        let runtime = paused_runtime();
+        let bytes = [0, 0, 0, 9, 1, 2];
+        let mut reader = FrameReader::new(&bytes[..], 1024);
+        reader.set_gauge(BufferGauge::new(total.clone()));
+        let _ = runtime.block_on(reader.next_frame());
+        assert!(total.load(Ordering::Relaxed) >= 6);
+        assert_eq!(total.load(Ordering::Relaxed), reader.buffer.capacity() as u64);
+        drop(reader);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
     }
 
     #[test]

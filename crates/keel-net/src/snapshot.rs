@@ -30,8 +30,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::codec::{self, ConnectionKind, Handshake, FRAME_HEADER_BYTES};
+use crate::dial::BoxStream;
 use crate::frame::FrameReader;
-use crate::network::{check_route, frame_error_reason, stopped, BoxStream, Shared};
+use crate::listener::{check_route, frame_error_reason};
+use crate::network::{stopped, Shared};
 use crate::Inbound;
 
 const CHUNK_DATA: u8 = 0;
@@ -220,17 +222,18 @@ pub(crate) async fn receive(
     );
     let partial = shared.config.snapshot_dir.join(format!("{name}.partial"));
     let complete = shared.config.snapshot_dir.join(format!("{name}.snap"));
+    // From here the file is removed unless handed over, however this task
+    // ends: a newer connection from the same peer aborts it mid-way.
+    let mut unclaimed = Unclaimed {
+        paths: [partial.clone(), complete.clone()],
+        claimed: false,
+    };
     let spooled = tokio::select! {
         _ = stopped(shutdown) => Err("the transport is shutting down".to_string()),
         spooled = spool(frames, &partial, &complete, shared.config.snapshot_bytes_max) => spooled,
     };
-    let total_bytes = match spooled {
-        Ok(total_bytes) => total_bytes,
-        Err(reason) => {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(format!("snapshot from {} failed: {reason}", handshake.from));
-        }
-    };
+    let total_bytes =
+        spooled.map_err(|reason| format!("snapshot from {} failed: {reason}", handshake.from))?;
     let mut ack = BytesMut::with_capacity(FRAME_HEADER_BYTES + 1);
     ack.put_u32(1);
     ack.put_u8(SNAPSHOT_ACCEPTED);
@@ -241,18 +244,34 @@ pub(crate) async fn receive(
     info!(node = %shared.config.node_id, peer = %handshake.from, total_bytes, path = %complete.display(), "snapshot received");
     let report = Inbound::SnapshotReceived {
         envelope,
-        data_path: complete.clone(),
+        data_path: complete,
     };
     tokio::select! {
-        _ = stopped(shutdown) => {
-            let _ = tokio::fs::remove_file(&complete).await;
-            Ok(())
-        }
+        _ = stopped(shutdown) => {}
         sent = shared.inbound.send(report) => {
-            if sent.is_err() {
-                let _ = tokio::fs::remove_file(&complete).await;
-            }
-            Ok(())
+            unclaimed.claimed = sent.is_ok();
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot's files (partial and complete) until the runtime claims the
+/// complete one: removed when dropped unclaimed. Dropping happens on every
+/// way out, an aborted task included, so no half-received file is left in
+/// `snapshot_dir`.
+struct Unclaimed {
+    paths: [PathBuf; 2],
+    claimed: bool,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if self.claimed {
+            return;
+        }
+        for path in &self.paths {
+            // Small blocking calls, once per failed transfer.
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -105,6 +105,8 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     intruder_config.tls = Some(node_tls(dir.path(), "intruder", &rogue, &ca));
     let mut a = start(a_config).await;
     let mut intruder = start(intruder_config).await;
+    // Node 2 is a member: only the certificate keeps the intruder out.
+    a.network.set_members([NodeId::new(2)]);
     intruder.network.set_peer(NodeId::new(1), a.addr());
     intruder.network.send(heartbeat(2, 1, 1));
     intruder.expect_unreachable(1).await;
@@ -121,6 +123,7 @@ async fn a_plain_tcp_peer_is_refused_by_a_tls_node() {
     a_config.tls = Some(node_tls(dir.path(), "a", &ca, &ca));
     let mut a = start(a_config).await;
     let mut plain = start(config(7, 2, dir.path())).await;
+    a.network.set_members([NodeId::new(2)]);
     plain.network.set_peer(NodeId::new(1), a.addr());
     plain.network.send(heartbeat(2, 1, 1));
     plain.expect_unreachable(1).await;
@@ -177,6 +180,8 @@ async fn a_member_cannot_pose_as_another_with_its_valid_certificate() {
     impostor_config.tls = Some(bound_tls(dir.path(), 2, 3, &ca));
     let mut a = start(a_config).await;
     let mut impostor = start(impostor_config).await;
+    // Node 2 is a member of `a`'s cluster: only its certificate is wrong.
+    a.network.set_members([NodeId::new(2)]);
     impostor.network.set_peer(NodeId::new(1), a.addr());
     impostor.network.send(heartbeat(2, 1, 1));
     impostor.expect_unreachable(1).await;

@@ -45,12 +45,13 @@ async fn two_nodes_exchange_messages_in_order() {
 
 #[tokio::test]
 async fn a_joining_node_learns_the_address_of_a_peer_that_dials_it() {
-    // Goal: a node started without peers (it is joining a cluster) can
-    // answer the first node that contacts it: the dialler's handshake
-    // carries its listen address.
+    // Goal: a node joining a cluster, told only the members' ids, admits
+    // the first member that contacts it and can answer it: the dialler's
+    // handshake carries its listen address.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut a = start(config(7, 1, dir.path())).await;
     let mut joiner = start(config(7, 2, dir.path())).await;
+    joiner.network.set_members([NodeId::new(1)]);
     a.network.set_peer(NodeId::new(2), joiner.addr());
     a.network.send(heartbeat(1, 2, 5));
     assert_eq!(joiner.expect_message().await, heartbeat(1, 2, 5));
@@ -162,9 +163,11 @@ async fn a_peer_that_goes_down_is_unreachable_until_it_comes_back() {
         assert!(Instant::now() < deadline, "no unreachable report");
     }
 
-    // Back on the same address: messages flow again after a reconnect.
+    // Back on the same address, knowing its members again: messages flow
+    // again after a reconnect.
     let mut restarted = config(7, 2, dir.path());
     restarted.listen_addr = b_addr;
+    restarted.peers.insert(NodeId::new(1), a.addr());
     let mut b = start(restarted).await;
     let deadline = Instant::now() + WAIT;
     loop {
