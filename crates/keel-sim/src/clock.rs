@@ -19,6 +19,15 @@ pub const MICROTICKS_PER_TICK: u64 = 1_000_000;
 /// million.
 pub const NOMINAL_RATE_PPM: u64 = 1_000_000;
 
+/// How node clock rates are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSpread {
+    /// The farthest a rate may be from nominal, in parts per million.
+    pub rate_ppm: u64,
+    /// Every rate at one end or the other: the worst case of the spread.
+    pub extremes: bool,
+}
+
 /// One node's clock (its "hardware" clock: it keeps running while the
 /// process is paused or down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,11 +57,20 @@ impl NodeClock {
         }
     }
 
-    /// A clock whose rate is within `spread_ppm` of nominal and whose phase
-    /// is anywhere within the first world tick.
-    pub fn draw(rng: &mut SimRng, spread_ppm: u64) -> Self {
-        let spread_ppm = spread_ppm.min(NOMINAL_RATE_PPM - 1);
-        let rate_ppm = rng.between(NOMINAL_RATE_PPM - spread_ppm, NOMINAL_RATE_PPM + spread_ppm);
+    /// A clock whose rate is within `spread.rate_ppm` of nominal (at one
+    /// end or the other if `spread.extremes`) and whose phase is anywhere
+    /// within the first world tick.
+    pub fn draw(rng: &mut SimRng, spread: ClockSpread) -> Self {
+        let spread_ppm = spread.rate_ppm.min(NOMINAL_RATE_PPM - 1);
+        let rate_ppm = if spread.extremes {
+            if rng.chance(500_000) {
+                NOMINAL_RATE_PPM - spread_ppm
+            } else {
+                NOMINAL_RATE_PPM + spread_ppm
+            }
+        } else {
+            rng.between(NOMINAL_RATE_PPM - spread_ppm, NOMINAL_RATE_PPM + spread_ppm)
+        };
         NodeClock::new(rate_ppm, rng.below(MICROTICKS_PER_TICK))
     }
 
@@ -108,7 +126,11 @@ mod tests {
     fn tick_times_and_counts_agree_at_any_rate_and_phase() {
         let mut rng = SimRng::new(5);
         for _ in 0..200 {
-            let clock = NodeClock::draw(&mut rng, 400_000);
+            let spread = ClockSpread {
+                rate_ppm: 400_000,
+                extremes: rng.chance(500_000),
+            };
+            let clock = NodeClock::draw(&mut rng, spread);
             for tick in [1, 2, 17, 1_000, 123_457] {
                 let at = clock.time_of_tick(tick);
                 assert_eq!(clock.ticks_at(at), tick, "{clock:?} tick {tick}");

@@ -272,13 +272,23 @@ fn maybe_plan_crash_before_persist(world: &mut World, id: NodeId, running: &mut 
     if ready.persist_marker().term.is_none() || running.planned_crash.is_some() {
         return;
     }
-    if !matches!(running.raw.status().role, Role::Leader | Role::Candidate) {
+    let status = running.raw.status();
+    if !matches!(status.role, Role::Leader | Role::Candidate) {
         return;
     }
-    if !world.rng.chance(world.crash_before_persist_chance) {
+    // A sole voter wins its term without a message: whatever it sends in
+    // that term before the term is durable is the danger (issue 12), so
+    // its term changes are always aimed at when crashes are on.
+    let sole_voter = status.conf_state.voters.len() == 1 && status.conf_state.voters_outgoing.is_empty();
+    let chance = if sole_voter && world.crash_before_persist_chance > 0 {
+        crate::rng::CERTAIN
+    } else {
+        world.crash_before_persist_chance
+    };
+    if !world.rng.chance(chance) {
         return;
     }
-    let at_step = world.step + world.rng.between(2, 40);
+    let at_step = world.step + world.rng.between(2, 60);
     running.planned_crash = Some(CrashPoint {
         held_ready: Some(ready.number()),
         at_step,

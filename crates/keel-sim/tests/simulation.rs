@@ -48,15 +48,15 @@ fn the_same_seed_replays_exactly_and_seeds_differ() {
 fn a_failure_names_its_seed_property_trace_and_replay() {
     // A run that breaks the runtime's snapshot contract (no snapshot
     // reports) stalls; its report must carry everything needed to replay it.
-    let mut options = options(82, SNAPSHOT_FAULTS);
+    let mut options = options(73, SNAPSHOT_FAULTS);
     options.trace_capacity = 50;
     options.report_snapshots = false;
     let failure = run(&options).expect_err("the seed fails without snapshot reports");
-    assert_eq!(failure.seed, 82);
+    assert_eq!(failure.seed, 73);
     assert_eq!(failure.property, Property::Liveness);
     assert!(!failure.trace.is_empty());
     assert!(
-        failure.replay.contains("--seed 82")
+        failure.replay.contains("--seed 73")
             && failure.replay.contains(&format!("--faults {}", options.faults))
             && failure.replay.contains("--no-snapshot-reports"),
         "{}",
@@ -78,7 +78,7 @@ const SNAPSHOT_FAULTS: &str = "all,-churn";
 #[test]
 fn regression_storage_failure_stops_the_node() {
     let mut stopped_by_keel = 0;
-    for seed in [364, 22, 40, 59] {
+    for seed in [364, 38, 94, 117] {
         let report = run(&options(seed, "all")).unwrap_or_else(|failure| panic!("{failure}"));
         stopped_by_keel += report.stats.keel_stopped;
     }
@@ -93,7 +93,7 @@ fn regression_storage_failure_stops_the_node() {
 /// `--no-snapshot-reports --keep-going` and take the liveness failures.)
 #[test]
 fn regression_lost_snapshot_does_not_stall_a_follower() {
-    for seed in [82, 3045] {
+    for seed in [73, 744] {
         let mut without = options(seed, SNAPSHOT_FAULTS);
         without.report_snapshots = false;
         let failure = run(&without).expect_err("the seed stalls without snapshot reports");
@@ -224,4 +224,35 @@ fn forged_messages_are_refused_and_the_cluster_recovers() {
         forged += report.stats.forged_messages;
     }
     assert!(forged > 100, "only {forged} forged messages");
+}
+
+/// Issue 12: named seeds that reach the states the outside-in suite found
+/// keel-sim could not (with the current generator; re-find them if it
+/// changes: `--verbose --print-trace` shows the counters and the events).
+/// Each passes with the fixed core.
+/// - 13, 27: a sole voter (with learners) crashes after winning a term
+///   whose hard state its disk held back (`crashes_before_persist`).
+/// - 109, 118: an applier stalls through a membership change, and the
+///   nodes still in the membership before are cut off from the rest.
+/// - 5, 69, 71: reboots right after a vote, reads probing leaders being
+///   replaced, stalled appliers and forged messages.
+#[test]
+fn regression_issue_12_states_are_reached_and_pass() {
+    let mut stats = Vec::new();
+    for seed in [13, 27, 109, 118, 5, 69, 71] {
+        let report = run(&options(seed, CI_FAULTS)).unwrap_or_else(|failure| panic!("{failure}"));
+        stats.push((seed, report.stats));
+    }
+    let sum = |field: fn(&keel_sim::Stats) -> u64, seeds: &[u64]| -> u64 {
+        stats
+            .iter()
+            .filter(|(seed, _)| seeds.contains(seed))
+            .map(|(_, stats)| field(stats))
+            .sum()
+    };
+    assert!(sum(|stats| stats.crashes_before_persist, &[13, 27]) > 0);
+    assert!(sum(|stats| stats.applier_stalls, &[109, 118]) > 0);
+    assert!(sum(|stats| stats.reboots_after_vote, &[5, 69, 71]) > 0);
+    assert!(sum(|stats| stats.leader_probes, &[5, 69, 71]) > 0);
+    assert!(sum(|stats| stats.forged_messages, &[5, 69, 71]) > 0);
 }

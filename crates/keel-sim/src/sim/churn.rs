@@ -121,7 +121,7 @@ impl Simulation {
             retired: false,
             lingering: false,
             removal_decided: false,
-            clock: NodeClock::draw(&mut self.world.rng, self.shape.clock_rate_spread_ppm),
+            clock: NodeClock::draw(&mut self.world.rng, self.shape.clock_spread),
             conf_changes_when_applied: self.shape.conf_changes_when_applied,
         });
         self.world.stats.nodes_added += 1;
@@ -159,7 +159,12 @@ impl Simulation {
                 None => return Ok(()),
             }
         };
-        // Mostly on the leader; sometimes a follower, which forwards it.
+        self.propose_change(leader, &change)
+    }
+
+    /// Proposes `change`, mostly on the leader; sometimes on a follower,
+    /// which forwards it.
+    fn propose_change(&mut self, leader: NodeId, change: &ConfChange) -> Result<(), Violation> {
         let available = self.available();
         let position = match self.world.rng.pick(&available) {
             Some(position) if self.world.rng.chance(200_000) => *position,
@@ -173,7 +178,7 @@ impl Simulation {
         else {
             return Ok(());
         };
-        let result = call(id, running, |raw| raw.propose_conf_change(&change))?;
+        let result = call(id, running, |raw| raw.propose_conf_change(change))?;
         if result.is_ok() {
             self.world.stats.conf_changes_proposed += 1;
         }
@@ -187,6 +192,53 @@ impl Simulation {
             detail: format!("node {id}: membership change {change:?}: {result:?}"),
         });
         runtime::process_ready(node, &mut self.world)
+    }
+
+    /// Replaces a voter other than `kept` and the leader with a learner or
+    /// a new node (one joint change, left automatically): while `kept`'s
+    /// applier is stalled, its core stays in the membership before.
+    pub(super) fn replace_a_voter_except(&mut self, kept: NodeId) -> Result<(), Violation> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let Some(status) = self.nodes[(leader.get() - 1) as usize]
+            .running()
+            .filter(|running| running.is_healthy() && running.is_responsive())
+            .map(|running| running.raw.status())
+        else {
+            return Ok(());
+        };
+        let conf = status.conf_state;
+        if status.pending_conf_index > status.applied || conf.is_joint() || self.shape.voters_range().1 == 1 {
+            return Ok(());
+        }
+        let victims: Vec<NodeId> = conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|voter| *voter != kept && *voter != leader)
+            .collect();
+        let Some(&victim) = self.world.rng.pick(&victims) else {
+            return Ok(());
+        };
+        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let incoming = match self.world.rng.pick(&learners) {
+            Some(learner) => *learner,
+            None => match self.spawn_node()? {
+                Some(new) => new,
+                None => return Ok(()),
+            },
+        };
+        let single = |kind, node_id| ConfChangeSingle { kind, node_id };
+        let change = ConfChange {
+            transition: ConfChangeTransition::Auto,
+            changes: vec![
+                single(ConfChangeKind::AddVoter, incoming),
+                single(ConfChangeKind::RemoveNode, victim),
+            ],
+            context: bytes::Bytes::new(),
+        };
+        self.propose_change(leader, &change)
     }
 
     /// Draws a change to a simple membership `conf` led by `leader`.

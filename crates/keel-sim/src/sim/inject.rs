@@ -29,7 +29,7 @@ impl Simulation {
             (Fault::Compaction, 4, true),
             (Fault::Transfer, 2, true),
             (Fault::Churn, 3, true),
-            (Fault::SlowApply, 2, true),
+            (Fault::SlowApply, 3, true),
             (Fault::Forge, 2, true),
         ];
         let weights: Vec<u64> = choices
@@ -55,7 +55,7 @@ impl Simulation {
             Fault::Compaction => self.fault_compaction()?,
             Fault::Transfer => self.fault_transfer()?,
             Fault::Churn => self.fault_churn()?,
-            Fault::SlowApply => self.fault_slow_apply(),
+            Fault::SlowApply => self.fault_slow_apply()?,
             Fault::Forge => self.fault_forge()?,
             _ => {}
         }
@@ -63,12 +63,21 @@ impl Simulation {
     }
 
     pub(super) fn fault_crash(&mut self) {
-        // Half the time the leader: leader crashes right after elections
-        // are where commit-rule bugs (Figure 8) show.
+        // Half the time the leader, most of the time when it holds entries
+        // not yet committed: leader crashes that leave partly replicated
+        // tails behind are where commit-rule bugs (Figure 8) and log repair
+        // bugs show.
         let leader = self.leader().map(|leader| (leader.get() - 1) as usize);
         let available = self.available();
+        let tail = leader
+            .and_then(|leader| self.nodes[leader].running())
+            .is_some_and(|running| {
+                let status = running.raw.status();
+                status.last_index > status.hard_state.commit
+            });
+        let chance = if tail { 800_000 } else { 500_000 };
         let target = match leader {
-            Some(leader) if self.world.rng.chance(500_000) => Some(leader),
+            Some(leader) if self.world.rng.chance(chance) => Some(leader),
             _ => self.world.rng.pick(&available).copied(),
         };
         if let Some(position) = target {
@@ -92,7 +101,7 @@ impl Simulation {
         let election = self.election_timeout_ticks();
         let now = self.world.now;
         let pause_ticks = if leader_paused {
-            self.world.rng.between(election / 2, 3 * election)
+            self.world.rng.between(election, 3 * election)
         } else {
             self.world.rng.between(1, 2 * election)
         };
@@ -145,7 +154,7 @@ impl Simulation {
     /// runs ahead of what it applied (and, in a runtime that hands
     /// membership changes to the core when applying, its core stays in a
     /// membership the cluster may leave meanwhile). Mostly a follower voter.
-    pub(super) fn fault_slow_apply(&mut self) {
+    pub(super) fn fault_slow_apply(&mut self) -> Result<(), Violation> {
         let leader = self.leader();
         let voters = self.latest_conf().voters;
         let available = self.available();
@@ -163,7 +172,7 @@ impl Simulation {
             available
         };
         let Some(&position) = self.world.rng.pick(&candidates) else {
-            return;
+            return Ok(());
         };
         let election = self.election_timeout_ticks();
         let until = self.world.now + self.world.rng.between(2 * election, 8 * election);
@@ -177,35 +186,88 @@ impl Simulation {
         self.world.trace_event(TraceEvent::Fault {
             detail: format!("node {id}: its applier stalls until tick {until}"),
         });
+        // The dangerous sequel (thesis §4.1): the membership changes while
+        // the applier is stalled, then the nodes still in the membership
+        // before are cut off from the rest, each side free to elect.
+        // (Only a runtime that hands changes to the core when it applies
+        // them leaves the core behind; keel-node's order does not.)
+        if !self.shape.conf_changes_when_applied || !self.world.rng.chance(800_000) {
+            return Ok(());
+        }
+        if self.options.faults.contains(Fault::Churn) {
+            self.replace_a_voter_except(id)?;
+        }
+        if self.options.faults.contains(Fault::Partition) {
+            self.stale_split_at_tick = Some(self.world.now + self.world.rng.between(election / 4, election));
+        }
+        Ok(())
     }
 
-    /// The nodes whose core holds another membership than the leader's
-    /// (an applier behind a membership change), with the voters only those
-    /// memberships have: split from the rest, each side may elect a leader
-    /// in its own membership — what a node must not do before it has
-    /// applied every committed change (thesis §4.1).
+    /// A planned split of a stale membership from the rest (see
+    /// `fault_slow_apply`), if there is one when it is due.
+    pub(super) fn split_stale_membership(&mut self) {
+        let Some(left) = self.stale_membership_side() else {
+            // Not yet (the change has not committed), or not at all: look
+            // again a little later while some applier is stalled.
+            let stalled = self
+                .nodes
+                .iter()
+                .any(|node| node.running().is_some_and(|running| !running.applier_runs()));
+            self.stale_split_at_tick = stalled.then(|| self.world.now + self.world.rng.between(1, 4));
+            return;
+        };
+        self.stale_split_at_tick = None;
+        let mut right: Vec<NodeId> = self.nodes.iter().map(|node| node.id).collect();
+        right.retain(|id| !left.contains(id));
+        self.world.network.partition(&left, &right);
+        let election = self.election_timeout_ticks();
+        let heal_at = self.world.now + self.world.rng.between(election, 3 * election);
+        self.heal_at_tick = Some(heal_at);
+        self.world.stats.partitions += 1;
+        self.world.hash(&[61, heal_at]);
+        self.world.trace_event(TraceEvent::Fault {
+            detail: format!("partition of a stale membership {left:?} | {right:?}; heals at tick {heal_at}"),
+        });
+    }
+
+    /// A side to cut off where a node whose core holds another membership
+    /// than the leader's (an applier behind a membership change) can win an
+    /// election in that membership, while the rest still holds a majority of
+    /// the leader's: the node, the voters only its membership has, and as
+    /// many shared voters as its majority needs. Without the rule that a
+    /// node must apply every committed change before it campaigns (thesis
+    /// §4.1), both sides elect and commit.
     fn stale_membership_side(&self) -> Option<Vec<NodeId>> {
         let leader = self.leader()?;
-        let leader_conf = self.nodes[(leader.get() - 1) as usize]
+        let new_conf = self.nodes[(leader.get() - 1) as usize]
             .running()?
             .raw
             .status()
             .conf_state;
-        let mut side = BTreeSet::new();
-        for node in &self.nodes {
-            let Some(running) = node.running() else {
-                continue;
-            };
-            let conf = running.raw.status().conf_state;
-            if conf == leader_conf || !conf.contains(node.id) {
-                continue;
-            }
-            side.insert(node.id);
-            let voters = conf.voters.iter().chain(&conf.voters_outgoing);
-            side.extend(voters.filter(|voter| !leader_conf.contains(**voter)));
+        let (stale, old_conf) = self.nodes.iter().find_map(|node| {
+            let conf = node.running()?.raw.status().conf_state;
+            (conf != new_conf && conf.voters.contains(&node.id)).then_some((node.id, conf))
+        })?;
+        if old_conf.is_joint() || new_conf.is_joint() {
+            return None;
         }
-        let everyone = self.nodes.len();
-        (!side.is_empty() && side.len() < everyone).then(|| side.into_iter().collect())
+        let majority = |voters: usize| voters / 2 + 1;
+        let mut side: BTreeSet<NodeId> = BTreeSet::from([stale]);
+        side.extend(old_conf.voters.difference(&new_conf.voters));
+        for shared in old_conf.voters.intersection(&new_conf.voters) {
+            if side.intersection(&old_conf.voters).count() >= majority(old_conf.voters.len()) {
+                break;
+            }
+            side.insert(*shared);
+        }
+        let old_majority = side.intersection(&old_conf.voters).count() >= majority(old_conf.voters.len());
+        let new_majority = new_conf
+            .voters
+            .iter()
+            .filter(|voter| !side.contains(voter))
+            .count()
+            >= majority(new_conf.voters.len());
+        (old_majority && new_majority).then(|| side.into_iter().collect())
     }
 
     pub(super) fn fault_partition(&mut self, fault: Fault) {

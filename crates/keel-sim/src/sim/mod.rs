@@ -130,6 +130,9 @@ struct Simulation {
     world: World,
     faults_on: bool,
     heal_at_tick: Option<u64>,
+    /// When to cut a stale membership off from the rest (see
+    /// `fault_slow_apply`).
+    stale_split_at_tick: Option<u64>,
     next_value: Value,
     last_written: Vec<Option<Value>>,
     /// The work the liveness phase may do (see `budget`).
@@ -220,6 +223,7 @@ impl Simulation {
             world,
             faults_on: true,
             heal_at_tick: None,
+            stale_split_at_tick: None,
             next_value: 1,
             liveness_budget: Budget::new(
                 "deliveries and disk steps of the liveness phase",

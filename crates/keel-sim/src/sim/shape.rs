@@ -4,7 +4,7 @@ use std::fmt;
 
 use keel::{ConfState, Config, NodeId};
 
-use crate::clock::NodeClock;
+use crate::clock::{ClockSpread, NodeClock};
 use crate::faults::Fault;
 use crate::network::NetworkFaults;
 use crate::rng::SimRng;
@@ -30,9 +30,9 @@ pub struct Shape {
     pub keys: u8,
     /// Ticks a client waits before it gives up (outcome unknown).
     pub client_timeout_ticks: u64,
-    /// How far any node's clock rate may be from nominal, in parts per
-    /// million; nodes added later draw theirs within it too.
-    pub clock_rate_spread_ppm: u64,
+    /// How node clock rates are drawn (nodes added later draw theirs the
+    /// same way).
+    pub clock_spread: ClockSpread,
     /// The founders' clocks.
     pub clocks: Vec<NodeClock>,
     /// Whether the nodes' runtimes hand membership changes to the core
@@ -100,7 +100,7 @@ impl Shape {
                 0
             },
             duplicate: if faults.contains(Fault::Duplicate) {
-                rng.between(0, 30_000) as u32
+                rng.between(0, 60_000) as u32
             } else {
                 0
             },
@@ -113,11 +113,13 @@ impl Shape {
         };
         let clients = rng.between(2, 5) as u32;
         let keys = rng.between(1, 3) as u8;
-        let clock_rate_spread_ppm =
-            clock_rate_spread_ppm(max_clock_drift_percent, options.clock_drift_percent);
-        let clocks = (0..nodes)
-            .map(|_| NodeClock::draw(rng, clock_rate_spread_ppm))
-            .collect();
+        let clock_spread = ClockSpread {
+            rate_ppm: clock_rate_spread_ppm(max_clock_drift_percent, options.clock_drift_percent),
+            // Drift beyond the bound is asked for to show what the bound
+            // protects against: its worst case, every clock at an end.
+            extremes: options.clock_drift_percent.is_some(),
+        };
+        let clocks = (0..nodes).map(|_| NodeClock::draw(rng, clock_spread)).collect();
         let conf_changes_when_applied = rng.chance(500_000);
         Shape {
             nodes,
@@ -127,7 +129,7 @@ impl Shape {
             clients,
             keys,
             client_timeout_ticks: 4 * election_timeout_ticks_max,
-            clock_rate_spread_ppm,
+            clock_spread,
             clocks,
             conf_changes_when_applied,
         }

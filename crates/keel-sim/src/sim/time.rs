@@ -95,6 +95,9 @@ impl Simulation {
                 self.probe_stale_leaders(key)?;
             }
         }
+        if self.faults_on && self.stale_split_at_tick.is_some_and(|tick| tick <= now) {
+            self.split_stale_membership();
+        }
         for position in 0..self.nodes.len() {
             self.run_timers(position)?;
         }
