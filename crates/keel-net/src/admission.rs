@@ -140,7 +140,10 @@ impl<H> Admission<H> {
         from: NodeId,
         kind: ConnectionKind,
     ) -> Result<Option<Connection<H>>, PromoteError> {
-        if !self.members.contains(&from) {
+        // A node that knows no member yet is waiting to join: it takes the
+        // first members that reach it (the cluster id still has to match),
+        // and is strict from the moment its runtime names the members.
+        if !self.members.is_empty() && !self.members.contains(&from) {
             return Err(PromoteError::NotMember);
         }
         let connection = self.handshaking.remove(&sequence).ok_or(PromoteError::Evicted)?;
@@ -194,6 +197,22 @@ mod tests {
         let evicted = admission.start_handshake(remote(3), 3, |sequence| sequence);
         assert_eq!(evicted.map(|connection| connection.handle), Some(0));
         assert_eq!(admission.counts(), (3, 0));
+    }
+
+    #[test]
+    fn a_node_that_knows_no_member_takes_any_until_members_are_named() {
+        let mut admission = Admission::new();
+        admission.start_handshake(remote(1), 8, |sequence| sequence);
+        admission.start_handshake(remote(2), 8, |sequence| sequence);
+        assert!(matches!(
+            admission.promote(0, member(7), ConnectionKind::Messages),
+            Ok(None)
+        ));
+        admission.add_member(member(2));
+        assert_eq!(
+            admission.promote(1, member(7), ConnectionKind::Messages).err(),
+            Some(PromoteError::NotMember)
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! [`Network::set_members`], and not removed since. Everything else is
 //! refused at the handshake, so a stranger can neither deliver messages nor
 //! hold a member's connection slot, nor make this node learn its address.
+//! The one exception is the join path: a node that knows no member at all
+//! (started to be added to a cluster) accepts any peer whose handshake
+//! carries its cluster id, until the runtime names the members.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -281,11 +284,11 @@ impl Network {
     /// member's address with `set_peer` and removes former members with
     /// `remove_peer` needs no more.
     ///
-    /// A node that waits to join a cluster knows no member yet: give it the
-    /// current members' ids here (or their addresses in
-    /// [`NetworkConfig::peers`]) so that the leader's connections are
-    /// accepted; it learns the addresses of members that dial it from their
-    /// handshakes. A member that lags behind the log does not know of nodes
+    /// A node that waits to join a cluster and knows no member yet accepts
+    /// any peer with its cluster id (the join path); giving it the current
+    /// members' ids here (or their addresses in [`NetworkConfig::peers`])
+    /// makes it strict at once. It learns the addresses of members that
+    /// dial it from their handshakes. A member that lags behind the log does not know of nodes
     /// added since and refuses them: a runtime should admit the ids of
     /// every configuration in its log, applied or not.
     ///
