@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::apply::{ApplyEvent, ApplyJob, PendingWrites, ReadResponder, WriteResponder};
 use crate::clock::TickClock;
 use crate::config::NodeConfig;
+use crate::data_dir::DataDirectory;
 use crate::disk::{DiskEvent, DiskJob, PersistJob};
 use crate::error::{self, NodeError};
 use crate::members::{AddressBook, ChangeContext};
@@ -150,6 +151,9 @@ pub(crate) struct Actor<M: StateMachine> {
     /// The leader known at the last role change, to log leader changes.
     pub(crate) known_leader: Option<NodeId>,
     pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
+    /// This node's hold on its data directory, released once the disk and
+    /// apply threads are done with it.
+    pub(crate) data_directory: Option<DataDirectory>,
 }
 
 /// Most events taken from one channel before the loop builds a `Ready`:
@@ -241,6 +245,9 @@ impl<M: StateMachine> Actor<M> {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // Before the shutdown is acknowledged: whoever waited for it may
+        // start a node on the directory at once.
+        self.data_directory = None;
     }
 
     /// Stops the protocol after a fatal error; requests get the reason.

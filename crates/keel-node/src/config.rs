@@ -17,7 +17,9 @@ use keel::NodeId;
 pub struct NodeConfig {
     /// This node's id.
     pub id: NodeId,
-    /// Where the log, hard state and snapshots live.
+    /// Where the log, hard state and snapshots live. A running node holds
+    /// it exclusively (a lock on `LOCK`) and it is recorded as this node's
+    /// (`NODE_ID`): see [`check_data_directory`](crate::check_data_directory).
     pub data_dir: PathBuf,
     /// The protocol settings; `id` is overwritten with [`NodeConfig::id`].
     pub raft: keel::Config,

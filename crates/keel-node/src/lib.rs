@@ -42,6 +42,7 @@ mod actor;
 mod apply;
 mod clock;
 mod config;
+mod data_dir;
 mod disk;
 mod error;
 pub mod guide;
@@ -57,6 +58,7 @@ mod transport;
 
 pub use actor::{Consistency, NodeStatus};
 pub use config::NodeConfig;
+pub use data_dir::check_data_directory;
 pub use error::NodeError;
 pub use handle::{MemberChange, NodeHandle};
 pub use members::{AddressBook, MemberInfo};

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use keel::{ConfState, Index, LogId, MemStorage, RawNode, SnapshotMetadata, Storage, StorageWrite};
+use keel::{ConfState, Index, LogId, MemStorage, NodeId, RawNode, SnapshotMetadata, Storage, StorageWrite};
 use keel_log::{LogConfig, LogStore, SnapshotStore, WriteBatch};
 use tokio::sync::mpsc;
 
@@ -14,6 +14,7 @@ use crate::actor::{Actor, ActorInputs};
 use crate::apply::{Applier, ApplierStart};
 use crate::clock::TickClock;
 use crate::config::NodeConfig;
+use crate::data_dir::DataDirectory;
 use crate::disk::DiskWriter;
 use crate::handle::NodeHandle;
 use crate::members::{read_snapshot_prefix, snapshot_prefix, AddressBook};
@@ -43,6 +44,32 @@ pub enum StartError {
         path: String,
         /// What went wrong.
         reason: String,
+    },
+    /// Another process holds the data directory (a node runs on it): two
+    /// processes on one directory would be two voters with one identity.
+    #[error(
+        "data directory {} is in use by another process{}: only one node may run on a data directory; stop that process first, or give this node a directory of its own",
+        path.display(),
+        holder_process_id.map_or_else(String::new, |id| format!(" (process id {id})"))
+    )]
+    DataDirectoryInUse {
+        /// The directory.
+        path: PathBuf,
+        /// The process holding it, if it could be read.
+        holder_process_id: Option<u32>,
+    },
+    /// The data directory holds another node's state.
+    #[error(
+        "data directory {} holds the state of node {stored}, not of node {configured}: start node {stored} on it, or give node {configured} an empty directory of its own",
+        path.display()
+    )]
+    WrongNode {
+        /// The directory.
+        path: PathBuf,
+        /// The node the directory was made for.
+        stored: NodeId,
+        /// The node asked to start on it.
+        configured: NodeId,
     },
     /// The stored state is damaged or inconsistent; nothing was changed.
     #[error("recovery failed: {0}")]
@@ -89,10 +116,13 @@ impl Node {
             return Err(StartError::Config("tick_interval must not be zero".to_string()));
         }
         let incarnation = Incarnation::draw().map_err(StartError::System)?;
-        let (recovered, state_machine) = {
+        let (recovered, state_machine, data_directory) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
-                recover(&config, &mut state_machine, &bootstrap).map(|recovered| (recovered, state_machine))
+                // Held before anything is read, until the node stops.
+                let data_directory = DataDirectory::open(&config.data_dir, config.id)?;
+                let recovered = recover(&config, &mut state_machine, &bootstrap)?;
+                Ok::<_, StartError>((recovered, state_machine, data_directory))
             })
             .await
             .map_err(|error| StartError::Recovery(format!("recovery task failed: {error}")))??
@@ -176,6 +206,7 @@ impl Node {
             fatal: None,
             known_leader: None,
             threads: vec![applier_thread, disk_thread],
+            data_directory: Some(data_directory),
         };
         tokio::spawn(actor.run(ActorInputs {
             requests,
