@@ -15,7 +15,7 @@ use keel_kv::api::{ApiLimits, ClusterView};
 use keel_kv::bench::{self, BenchOptions};
 use keel_kv::client::{encode_key, ClientError, HttpResponse, KvClient};
 use keel_kv::cluster::{self, ClusterOptions};
-use keel_kv::server::{start_node, HttpServer, NodeOptions};
+use keel_kv::server::{check_data_dir, explain_start_error, start_node, HttpServer, NodeOptions};
 use serde_json::json;
 
 const EXIT_CODES: &str = "\
@@ -449,8 +449,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     options.request_timeout = Duration::from_millis(args.request_timeout_ms);
     options.snapshot_interval_entries = args.snapshot_interval_entries;
     options.node_config()?;
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|error| format!("creating {}: {error}", args.data_dir.display()))?;
+    // Before any port is bound: a second server on a live node's directory
+    // must stop here, saying so.
+    check_data_dir(&options)?;
     let listen = tokio::net::lookup_host(&args.peer_addr)
         .await
         .map_err(|error| format!("--peer-addr {}: {error}", args.peer_addr))?
@@ -488,7 +489,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let transport: std::sync::Arc<dyn keel_node::Transport> = std::sync::Arc::new(network.clone());
     let node = start_node(&options, transport, receiver)
         .await
-        .map_err(|error| format!("starting the node: {error}"))?;
+        .map_err(|error| format!("starting the node: {}", explain_start_error(&error)))?;
     let listener = tokio::net::TcpListener::bind(&args.client_addr)
         .await
         .map_err(|error| format!("listening on --client-addr {}: {error}", args.client_addr))?;

@@ -124,6 +124,70 @@ impl NodeOptions {
     }
 }
 
+/// Checks, before anything else starts, that `options.data_dir` can be
+/// this node's: no other process serves from it, and it was not made for
+/// another node id. Nothing is held afterwards ([`start_node`] takes the
+/// lock for good); the point is to fail before binding any port, with a
+/// message that says what to do.
+///
+/// ```
+/// use keel_kv::server::{check_data_dir, NodeOptions};
+/// let directory = tempfile::tempdir().unwrap();
+/// let options = |id| NodeOptions::new(id, directory.path(), "a:1".into(), "a:2".into());
+/// check_data_dir(&options(1)).unwrap();
+/// let refused = check_data_dir(&options(9)).unwrap_err();
+/// assert!(refused.contains("--id 1"), "{refused}");
+/// ```
+///
+/// # Errors
+/// What is wrong and what to do, in terms of `keel-kv serve`'s flags.
+pub fn check_data_dir(options: &NodeOptions) -> Result<(), String> {
+    keel_node::check_data_directory(&options.data_dir, NodeId::new(options.id))
+        .map_err(|error| explain_start_error(&error))
+}
+
+/// A start error in terms of `keel-kv serve`'s flags.
+///
+/// ```
+/// use keel::NodeId;
+/// use keel_node::StartError;
+/// let error = StartError::WrongNode {
+///     path: "/data/n1".into(),
+///     stored: NodeId::new(1),
+///     configured: NodeId::new(9),
+/// };
+/// let message = keel_kv::server::explain_start_error(&error);
+/// assert!(message.contains("--id 1") && message.contains("--data-dir"), "{message}");
+/// ```
+pub fn explain_start_error(error: &StartError) -> String {
+    match error {
+        StartError::DataDirectoryInUse {
+            path,
+            holder_process_id,
+        } => {
+            let holder = holder_process_id.map_or_else(|| "another process".to_string(), |id| format!("process {id}"));
+            format!(
+                "--data-dir {} is in use: {holder} is running a node on it. Only one node may use a data directory: stop the other one first, or give this node its own --data-dir",
+                path.display()
+            )
+        }
+        StartError::WrongNode {
+            path,
+            stored,
+            configured,
+        } => format!(
+            "--data-dir {} belongs to node {}, not node {}: to restart node {} run `keel-kv serve --id {}` on it; to start node {}, give it an empty --data-dir of its own",
+            path.display(),
+            stored.get(),
+            configured.get(),
+            stored.get(),
+            stored.get(),
+            configured.get()
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Starts the keel node of `options` over `transport`.
 ///
 /// # Errors
