@@ -103,6 +103,18 @@ impl Term {
     /// ```
     pub const LIMIT: Term = Term(1 << 62);
 
+    /// How far ahead of a node's own term a peer's message may be: further
+    /// is malformed. Terms grow by one per election, so no real cluster
+    /// jumps this far (2^48 elections), while a single forged frame can no
+    /// longer carry a cluster anywhere near [`Term::LIMIT`], where it could
+    /// not elect any more.
+    ///
+    /// ```
+    /// use keel::Term;
+    /// assert!(Term::JUMP_MAX < Term::LIMIT.get());
+    /// ```
+    pub const JUMP_MAX: u64 = 1 << 48;
+
     /// The term after this one.
     #[inline]
     pub const fn next(self) -> Term {

@@ -343,8 +343,47 @@ fn an_index_past_the_limit_is_refused() {
 }
 
 #[test]
-fn at_the_term_limit_a_node_neither_wraps_nor_panics() {
+fn a_term_far_ahead_of_the_nodes_own_is_refused() {
+    // One forged frame at the limit itself would leave a node unable to
+    // ever campaign again (the simulator's forge fault found that).
+    for term in [Term::LIMIT.get(), Term::JUMP_MAX + 1] {
+        let mut node = three_voter_node();
+        let heartbeat = Message::Heartbeat(Heartbeat {
+            commit: Index::ZERO,
+            read_round: None,
+        });
+        let result = node.step(Envelope::new(id(2), id(1), Term::new(term), heartbeat));
+        assert!(
+            matches!(result, Err(Error::Step(StepError::Malformed { .. }))),
+            "{result:?}"
+        );
+        assert_eq!(node.status().hard_state.term, Term::ZERO);
+    }
     let mut node = three_voter_node();
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        commit: Index::ZERO,
+        read_round: None,
+    });
+    node.step(Envelope::new(id(2), id(1), Term::new(Term::JUMP_MAX), heartbeat))
+        .unwrap();
+    assert_eq!(
+        node.status().hard_state.term,
+        Term::new(Term::JUMP_MAX),
+        "a jump within bounds is followed"
+    );
+}
+
+#[test]
+fn at_the_term_limit_a_node_neither_wraps_nor_panics() {
+    let mut storage = MemStorage::new_with_conf_state(ConfState::with_voters([1, 2, 3].map(id)));
+    storage
+        .set_hard_state(HardState {
+            term: Term::new(Term::LIMIT.get() - 1),
+            vote: None,
+            commit: Index::ZERO,
+        })
+        .unwrap();
+    let mut node = RawNode::new(&Config::new(id(1)), storage).unwrap();
     let heartbeat = Message::Heartbeat(Heartbeat {
         commit: Index::ZERO,
         read_round: None,

@@ -336,10 +336,13 @@ impl<S: Storage> Raft<S> {
             }
             .into());
         }
-        if envelope.term > Term::LIMIT {
+        if envelope.term > Term::LIMIT || envelope.term.get() > self.term.get().saturating_add(Term::JUMP_MAX)
+        {
+            // Found by the simulator's forged messages: a term accepted up
+            // to the limit itself left a cluster there, unable to elect.
             return Err(StepError::Malformed {
                 from: envelope.from,
-                reason: "a term beyond keel's limit",
+                reason: "a term beyond keel's limits",
             }
             .into());
         }
