@@ -693,3 +693,37 @@ fn thesis_6_4_a_round_started_before_the_read_does_not_confirm_it() {
 fn planted_read_confirmed_by_earlier_round_is_answered() {
     assert!(read_answered_by_earlier_round(true));
 }
+
+#[test]
+fn a_malformed_append_changes_nothing_on_its_way_to_being_refused() {
+    // Found by the simulator's forged messages: the append was refused, but
+    // only after the node had taken its sender for the leader (and a leader
+    // had recorded "two leaders in one term").
+    let mut node = three_voter_node();
+    node.campaign().unwrap();
+    let before = node.status();
+    let append = Message::Append(keel::Append {
+        prev: LogId::new(Term::ZERO, Index::ZERO),
+        entries: vec![
+            Entry::new(
+                Term::new(u64::MAX - 1),
+                Index::new(1),
+                EntryKind::Normal,
+                Bytes::new(),
+            ),
+            Entry::new(Term::new(1), Index::new(2), EntryKind::Normal, Bytes::new()),
+        ],
+        commit: Index::ZERO,
+    });
+    let result = node.step(Envelope::new(id(2), id(1), Term::new(1), append));
+    assert!(
+        matches!(result, Err(Error::Step(StepError::Malformed { .. }))),
+        "{result:?}"
+    );
+    let after = node.status();
+    assert_eq!(
+        (after.role, after.leader, after.hard_state),
+        (before.role, before.leader, before.hard_state)
+    );
+    node.check_invariants().unwrap();
+}

@@ -17,7 +17,7 @@ impl<S: Storage> Raft<S> {
         match envelope.message {
             Message::Append(append) => {
                 self.heard_from_leader(from);
-                self.handle_append(from, envelope.term, append)
+                self.handle_append(from, append)
             }
             Message::Heartbeat(heartbeat) => {
                 self.heard_from_leader(from);
@@ -59,30 +59,46 @@ impl<S: Storage> Raft<S> {
         }
         Ok(())
     }
+}
 
-    /// Checks what a correct leader always sends: entries contiguous after
-    /// `prev`, terms never decreasing, none after the leader's term.
-    fn validate_append(from: NodeId, term: Term, append: &Append) -> Result<(), StepError> {
-        let malformed = |reason| StepError::Malformed { from, reason };
-        let mut previous = append.prev;
-        for entry in &append.entries {
-            if entry.index != previous.index.next() {
-                return Err(malformed("entries not contiguous after prev"));
-            }
-            if entry.term < previous.term || entry.term > term {
-                return Err(malformed("entry terms out of order"));
-            }
-            previous = entry.log_id();
-        }
-        if append.prev.term > term {
-            return Err(malformed("prev term after the leader's term"));
-        }
-        Ok(())
+/// Checks what a correct peer always sends, on the message alone: an
+/// append's entries in order ([`validate_append`]), a snapshot's membership
+/// valid.
+pub(crate) fn validate_structure(from: NodeId, term: Term, message: &Message) -> Result<(), StepError> {
+    match message {
+        Message::Append(append) => validate_append(from, term, append),
+        Message::Snapshot(metadata) if metadata.conf_state.validate().is_err() => Err(StepError::Malformed {
+            from,
+            reason: "snapshot membership is invalid",
+        }),
+        _ => Ok(()),
     }
+}
 
+/// Checks what a correct leader always sends: entries contiguous after
+/// `prev`, terms never decreasing, none after the leader's term.
+fn validate_append(from: NodeId, term: Term, append: &Append) -> Result<(), StepError> {
+    let malformed = |reason| StepError::Malformed { from, reason };
+    let mut previous = append.prev;
+    for entry in &append.entries {
+        if entry.index != previous.index.next() {
+            return Err(malformed("entries not contiguous after prev"));
+        }
+        if entry.term < previous.term || entry.term > term {
+            return Err(malformed("entry terms out of order"));
+        }
+        previous = entry.log_id();
+    }
+    if append.prev.term > term {
+        return Err(malformed("prev term after the leader's term"));
+    }
+    Ok(())
+}
+
+impl<S: Storage> Raft<S> {
     /// AppendEntries receiver (Figure 2, steps 1–5).
-    fn handle_append(&mut self, from: NodeId, term: Term, append: Append) -> Result<(), Error> {
-        Self::validate_append(from, term, &append)?;
+    fn handle_append(&mut self, from: NodeId, append: Append) -> Result<(), Error> {
+        // Structure checked in `step` (`validate_structure`).
         let committed = self.log.committed();
         if append.prev.index < committed {
             // Everything up to our commit index matches any leader's log
@@ -138,13 +154,7 @@ impl<S: Storage> Raft<S> {
     /// commit index is installed; if our log already holds its last entry,
     /// the entries after it are kept and only the commit index moves.
     fn handle_snapshot(&mut self, from: NodeId, metadata: SnapshotMetadata) -> Result<(), Error> {
-        if metadata.conf_state.validate().is_err() {
-            return Err(StepError::Malformed {
-                from,
-                reason: "snapshot membership is invalid",
-            }
-            .into());
-        }
+        // Membership validity checked in `step` (`validate_structure`).
         // A snapshot whose membership leaves this node out is installed
         // (etcd refuses it): a node added after the leader's latest snapshot
         // gets exactly that one, and its addition follows in the log. It is

@@ -346,6 +346,11 @@ impl<S: Storage> Raft<S> {
             }
             .into());
         }
+        // Everything that can be checked on the message alone is checked
+        // before anything changes: a malformed message (forged, or from a
+        // broken peer) must not move the term, the known leader or the
+        // role on its way to being refused (found by the simulator's
+        // forged messages).
         if let Some(reason) = envelope.message.out_of_range() {
             return Err(StepError::Malformed {
                 from: envelope.from,
@@ -353,6 +358,7 @@ impl<S: Storage> Raft<S> {
             }
             .into());
         }
+        follower::validate_structure(envelope.from, envelope.term, &envelope.message)?;
         if envelope.term > self.term {
             if !self.on_higher_term(&envelope)? {
                 return Ok(());
