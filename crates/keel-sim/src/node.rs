@@ -51,15 +51,18 @@ pub(crate) struct ApplyJob {
     pub(crate) applied_index: Option<Index>,
 }
 
-/// A crash planned at a moment that matters.
+/// A crash (or a disk stall) planned at a moment that matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CrashPoint {
     /// The `Ready` whose write the disk holds back until the crash (a new
     /// term not yet durable), or `None` for a reboot after a vote (nothing
     /// held back: the vote is durable, or should be).
     pub(crate) held_ready: Option<u64>,
-    /// The step at which the process crashes.
+    /// The step at which the process crashes (or, without `crash`, its
+    /// disk catches up).
     pub(crate) at_step: u64,
+    /// Whether the process crashes then; if not, the disk was only slow.
+    pub(crate) crash: bool,
 }
 
 /// A running process.

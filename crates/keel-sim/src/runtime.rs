@@ -247,6 +247,7 @@ pub(crate) fn queue_ready(
         || !persisted_messages.is_empty();
     if has_writes {
         maybe_plan_crash_before_persist(world, id, running, &ready);
+        maybe_stall_new_leader_disk(world, id, running, &ready);
         running.unpersisted.push_back(PersistJob {
             number: ready.number(),
             snapshot,
@@ -292,11 +293,38 @@ fn maybe_plan_crash_before_persist(world: &mut World, id: NodeId, running: &mut 
     running.planned_crash = Some(CrashPoint {
         held_ready: Some(ready.number()),
         at_step,
+        crash: true,
     });
     world.hash(&[113, id.get(), ready.number(), at_step]);
     world.trace_event(TraceEvent::Fault {
         detail: format!(
             "node {id}: its disk holds back Ready {} (a new term); the process crashes at step {at_step}",
+            ready.number()
+        ),
+    });
+}
+
+/// A node just became leader (of several voters): sometimes its disk is
+/// slow for a few steps, from the `Ready` with its first entry on. Its
+/// followers acknowledge meanwhile, but its own log counts toward the
+/// commit index only once durable, so a quorum may stand on older entries
+/// alone — which must not commit by counting (§5.4.2).
+fn maybe_stall_new_leader_disk(world: &mut World, id: NodeId, running: &mut Running, ready: &Ready) {
+    let became_leader = ready.soft_state().is_some_and(|soft| soft.role == Role::Leader);
+    if !became_leader || running.planned_crash.is_some() || !world.rng.chance(world.leader_disk_stall_chance)
+    {
+        return;
+    }
+    let at_step = world.step + world.rng.between(10, 100);
+    running.planned_crash = Some(CrashPoint {
+        held_ready: Some(ready.number()),
+        at_step,
+        crash: false,
+    });
+    world.hash(&[131, id.get(), ready.number(), at_step]);
+    world.trace_event(TraceEvent::Fault {
+        detail: format!(
+            "node {id}: a new leader; its disk stalls from Ready {} until step {at_step}",
             ready.number()
         ),
     });
@@ -329,6 +357,7 @@ fn maybe_plan_reboot_after_vote(world: &mut World, id: NodeId, running: &mut Run
     running.planned_crash = Some(CrashPoint {
         held_ready: None,
         at_step,
+        crash: true,
     });
     world.hash(&[127, id.get(), at_step]);
     world.trace_event(TraceEvent::Fault {

@@ -143,6 +143,10 @@ pub(crate) struct World {
     /// The chance that a node that just sent a granted vote reboots a few
     /// steps later (the crash fault; zero once faults stop).
     pub(crate) reboot_after_vote_chance: PartsPerMillion,
+    /// The chance that a new leader's disk stalls for a few steps (the
+    /// slow-apply fault, which covers slow disks too; zero once faults
+    /// stop).
+    pub(crate) leader_disk_stall_chance: PartsPerMillion,
 }
 
 impl World {

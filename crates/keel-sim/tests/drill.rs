@@ -17,27 +17,35 @@ fn faults() -> FaultSet {
     FaultSet::all()
 }
 
-/// Runs seeds from 0 until one fails; returns the seed and property.
+/// Runs seeds from 0 until one fails with the bug planted and passes
+/// without it (a failure the seed shows anyway — an open core issue, a
+/// liveness stall — is not the planted bug's); returns the seed, the
+/// property and the failure report (which carries the replay command).
 fn first_catch(bug: PlantedBug) -> Option<(u64, Property, String)> {
     (0..SEEDS_MAX).find_map(|seed| {
         let mut options = SimOptions::new(seed);
         options.faults = faults();
         options.trace_capacity = 0;
         options.planted_bug = Some(bug);
-        run(&options)
-            .err()
-            .map(|failure| (seed, failure.property, failure.detail))
+        let failure = run(&options).err()?;
+        options.planted_bug = None;
+        run(&options).ok()?;
+        Some((seed, failure.property, failure.to_string()))
     })
 }
 
 fn assert_caught(bug: PlantedBug, acceptable: &[Property]) {
-    let Some((seed, property, detail)) = first_catch(bug) else {
+    let Some((seed, property, report)) = first_catch(bug) else {
         panic!("{bug:?} was not caught within {SEEDS_MAX} seeds");
     };
-    println!("{bug:?} caught by seed {seed}: {property}: {detail}");
+    println!("{bug:?} caught by seed {seed}: {property}\n{report}");
+    assert!(
+        report.contains("replay: cargo run -p keel-sim --release --features drill"),
+        "{report}"
+    );
     assert!(
         acceptable.contains(&property),
-        "{bug:?} caught by seed {seed} as {property}, expected one of {acceptable:?}: {detail}"
+        "{bug:?} caught by seed {seed} as {property}, expected one of {acceptable:?}:\n{report}"
     );
 }
 
@@ -83,7 +91,46 @@ fn read_index_without_heartbeat_is_caught() {
 }
 
 #[test]
+fn campaign_with_an_unapplied_conf_change_is_caught() {
+    assert_caught(PlantedBug::CampaignWithUnappliedConfChange, SAFETY);
+}
+
+#[test]
+fn sending_before_the_term_is_durable_is_caught() {
+    assert_caught(PlantedBug::SendBeforeTermDurable, SAFETY);
+}
+
+#[test]
+fn a_lease_that_ignores_a_pause_is_caught() {
+    assert_caught(PlantedBug::LeaseIgnoresPause, SAFETY);
+}
+
+#[test]
+fn a_lease_that_never_expires_is_caught() {
+    assert_caught(PlantedBug::LeaseNeverExpires, SAFETY);
+}
+
+#[test]
+fn a_read_confirmed_by_an_earlier_round_is_caught() {
+    assert_caught(PlantedBug::ReadConfirmedByEarlierRound, SAFETY);
+}
+
+/// Not caught within 1,000 seeds yet. The bug needs a follower whose log
+/// runs past its commit index with entries the current leader does not
+/// have, an append of that leader whose `prev` is below the follower's
+/// commit index arriving before the leader's conflicting entries do, and
+/// then a commit that counts the follower: the generator reaches the first
+/// two together about three times in 1,000 seeds (measured), and never all
+/// three. Run it with `cargo test -p keel-sim --release --features drill
+/// -- --ignored`.
+#[test]
+#[ignore = "not caught within 1,000 seeds: see the comment"]
+fn a_stale_append_acknowledged_with_the_last_index_is_caught() {
+    assert_caught(PlantedBug::StaleAppendAcksLastIndex, SAFETY);
+}
+
+#[test]
 fn every_planted_bug_has_a_drill() {
     // A new planted bug needs a drill test above.
-    assert_eq!(PlantedBug::ALL.len(), 5);
+    assert_eq!(PlantedBug::ALL.len(), 11);
 }

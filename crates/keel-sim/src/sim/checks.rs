@@ -49,8 +49,11 @@ impl Simulation {
                     check_leader_completeness(&self.world.checker, running, &status)?;
                 }
             }
+            // Also while the disk lags: a leader whose own log is not durable
+            // yet counts only its followers, and must still not commit an
+            // earlier term's entry by counting.
+            check_commit_rule(id, running, &status)?;
             if disk_caught_up {
-                check_commit_rule(id, running, &status)?;
                 track_commit(&mut self.world.checker, id, running, &status)?;
             }
             running.observed.hard_state = status.hard_state;
@@ -121,16 +124,29 @@ fn check_commit_rule(id: NodeId, running: &node::Running, status: &Status) -> Re
     if !stayed_leader || commit <= before.hard_state.commit {
         return Ok(());
     }
-    match running.raw.storage().entry(commit) {
-        Some(entry) if entry.term != status.hard_state.term => Err(Violation::new(
+    match entry_term(running, commit) {
+        Some(term) if term != status.hard_state.term => Err(Violation::new(
             Property::CommitRule,
             format!(
-                "leader {id} of term {} advanced its commit index from {} to {} whose entry is of term {}",
-                status.hard_state.term, before.hard_state.commit, commit, entry.term
+                "leader {id} of term {} advanced its commit index from {} to {} whose entry is of term {term}",
+                status.hard_state.term, before.hard_state.commit, commit
             ),
         )),
         _ => Ok(()),
     }
+}
+
+/// The term of the node's entry at `index`: the newest write queued for its
+/// disk that holds it, else its disk's.
+fn entry_term(running: &node::Running, index: keel::Index) -> Option<keel::Term> {
+    let queued = running
+        .unpersisted
+        .iter()
+        .rev()
+        .find_map(|job| job.entries.iter().find(|entry| entry.index == index));
+    queued
+        .or_else(|| running.raw.storage().entry(index))
+        .map(|entry| entry.term)
 }
 
 /// Records the node's newly committed entries (those on its disk).

@@ -133,10 +133,17 @@ impl Simulation {
             else {
                 continue;
             };
-            if !self.may_lose_a_voter() {
+            if !point.crash || !self.may_lose_a_voter() {
+                // A slow disk catches up (or a crash that would take the
+                // majority away is called off).
                 if let Some(running) = self.nodes[position].running_mut() {
                     running.planned_crash = None;
                 }
+                let id = self.nodes[position].id;
+                self.world.hash(&[137, id.get()]);
+                self.world.trace_event(TraceEvent::Fault {
+                    detail: format!("node {id}: its disk catches up"),
+                });
                 continue;
             }
             self.crash(position);

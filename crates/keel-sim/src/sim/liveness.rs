@@ -25,6 +25,7 @@ impl Simulation {
         self.faults_on = false;
         self.world.crash_before_persist_chance = 0;
         self.world.reboot_after_vote_chance = 0;
+        self.world.leader_disk_stall_chance = 0;
         self.heal();
         self.world.network.set_faults(NetworkFaults::default());
         for position in 0..self.nodes.len() {

@@ -52,7 +52,9 @@ const PROBE_CLIENTS: u32 = 2;
 /// The chance that a leader's or candidate's `Ready` with a new term has
 /// its persist held back for a few steps and the process crashes first
 /// (see `crash_before_persist`).
-const CRASH_BEFORE_PERSIST_CHANCE: u32 = 500_000;
+const CRASH_BEFORE_PERSIST_CHANCE: u32 = 200_000;
+/// The chance that a new leader's disk stalls for a few steps.
+const LEADER_DISK_STALL_CHANCE: u32 = 300_000;
 /// The chance that a node that sent a granted vote reboots right after.
 const REBOOT_AFTER_VOTE_CHANCE: u32 = 150_000;
 /// The longest message delay any run draws, in ticks.
@@ -177,6 +179,11 @@ impl Simulation {
             },
             reboot_after_vote_chance: if options.faults.contains(Fault::Crash) {
                 REBOOT_AFTER_VOTE_CHANCE
+            } else {
+                0
+            },
+            leader_disk_stall_chance: if options.faults.contains(Fault::SlowApply) {
+                LEADER_DISK_STALL_CHANCE
             } else {
                 0
             },
