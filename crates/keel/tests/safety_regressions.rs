@@ -727,3 +727,30 @@ fn a_malformed_append_changes_nothing_on_its_way_to_being_refused() {
     );
     node.check_invariants().unwrap();
 }
+
+#[test]
+fn a_member_refuses_a_snapshot_whose_membership_leaves_it_out() {
+    let mut node = three_voter_node();
+    let before = node.status();
+    let mut metadata = keel::SnapshotMetadata::bootstrap(ConfState::with_voters([2, 3, 4].map(id)));
+    metadata.last = LogId::new(Term::new(1), Index::new(10));
+    let result = node.step(Envelope::new(
+        id(2),
+        id(1),
+        Term::new(1),
+        Message::Snapshot(Box::new(metadata)),
+    ));
+    assert!(
+        matches!(result, Err(Error::Step(StepError::Malformed { .. }))),
+        "{result:?}"
+    );
+    let after = node.status();
+    assert_eq!(
+        (after.role, after.leader, after.hard_state, after.last_index),
+        (before.role, before.leader, before.hard_state, before.last_index)
+    );
+    assert!(
+        !node.has_ready() || node.ready().unwrap().snapshot().is_none(),
+        "nothing installed"
+    );
+}

@@ -150,16 +150,33 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
+    /// Refuses a snapshot whose membership leaves out this node while this
+    /// node is a member of its own configuration (etcd refuses these too):
+    /// installing it would silently make a member a non-member. A node that
+    /// is not a member yet — one being added, whose first snapshot predates
+    /// its addition, which follows in the log — installs it; it is no voter
+    /// in its own configuration and cannot campaign until it applies its
+    /// addition.
+    pub(crate) fn check_snapshot_includes_self(
+        &self,
+        from: NodeId,
+        metadata: &SnapshotMetadata,
+    ) -> Result<(), StepError> {
+        if self.tracker.is_member(self.id) && !metadata.conf_state.members().contains(&self.id) {
+            return Err(StepError::Malformed {
+                from,
+                reason: "snapshot membership leaves out this member",
+            });
+        }
+        Ok(())
+    }
+
     /// InstallSnapshot receiver (Figure 13): only a snapshot ahead of our
     /// commit index is installed; if our log already holds its last entry,
     /// the entries after it are kept and only the commit index moves.
     fn handle_snapshot(&mut self, from: NodeId, metadata: SnapshotMetadata) -> Result<(), Error> {
-        // Membership validity checked in `step` (`validate_structure`).
-        // A snapshot whose membership leaves this node out is installed
-        // (etcd refuses it): a node added after the leader's latest snapshot
-        // gets exactly that one, and its addition follows in the log. It is
-        // safe because the node is then no voter in its own configuration
-        // and cannot campaign until it applies its addition.
+        // Membership checked in `step` (`validate_structure`,
+        // `check_snapshot_includes_self`).
         let last_index = self.restore(metadata)?;
         let response = AppendResponse::Accepted { last_index };
         self.send_after_persist(from, self.term, Message::AppendResponse(response));

@@ -359,6 +359,9 @@ impl<S: Storage> Raft<S> {
             .into());
         }
         follower::validate_structure(envelope.from, envelope.term, &envelope.message)?;
+        if let Message::Snapshot(metadata) = &envelope.message {
+            self.check_snapshot_includes_self(envelope.from, metadata)?;
+        }
         if envelope.term > self.term {
             if !self.on_higher_term(&envelope)? {
                 return Ok(());
