@@ -162,7 +162,7 @@ impl<S: Storage> Raft<S> {
         from: NodeId,
         metadata: &SnapshotMetadata,
     ) -> Result<(), StepError> {
-        if self.tracker.is_member(self.id) && !metadata.conf_state.members().contains(&self.id) {
+        if self.tracker.is_member(self.id) && !metadata.conf_state.contains(self.id) {
             return Err(StepError::Malformed {
                 from,
                 reason: "snapshot membership leaves out this member",
