@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use keel::{Envelope, NodeId};
 
+use crate::codec::HandshakeStatus;
+
 /// What the transport hands to the runtime.
 #[derive(Debug)]
 pub enum Inbound {
@@ -23,6 +25,31 @@ pub enum Inbound {
         envelope: Envelope,
         /// The complete, fsynced data.
         data_path: PathBuf,
+    },
+    /// A peer this node dialled refused its handshake (and
+    /// [`Inbound::Unreachable`] follows, as for any failed dial). Sent once
+    /// per refused dial, so at most once per reconnect backoff per peer;
+    /// dropped when the inbound queue is full (the next dial reports it
+    /// again).
+    ///
+    /// [`HandshakeStatus::NotMember`] from most of the voters this node
+    /// knows is how a node that was removed while it could not hear of it
+    /// (down, or cut off when its removal was committed) learns that it
+    /// was: the members no longer admit it.
+    ///
+    /// ```
+    /// use keel::NodeId;
+    /// use keel_net::codec::HandshakeStatus;
+    /// use keel_net::Inbound;
+    ///
+    /// let event = Inbound::Refused { peer: NodeId::new(2), status: HandshakeStatus::NotMember };
+    /// assert!(matches!(event, Inbound::Refused { status: HandshakeStatus::NotMember, .. }));
+    /// ```
+    Refused {
+        /// The peer that refused.
+        peer: NodeId,
+        /// Why: another cluster, another node, not a member, ...
+        status: HandshakeStatus,
     },
     /// The outcome of a
     /// [`Network::send_snapshot`](crate::Network::send_snapshot):

@@ -34,6 +34,7 @@
 //!         Inbound::Unreachable(peer) => { /* raw_node.report_unreachable(peer) */ }
 //!         Inbound::SnapshotReceived { envelope, data_path } => { /* restore, then step */ }
 //!         Inbound::SnapshotSent { to, outcome } => { /* raw_node.report_snapshot(to, outcome) */ }
+//!         Inbound::Refused { peer, status } => { /* NotMember from most voters: removed */ }
 //!     }
 //! }
 //! network.shutdown().await;

@@ -36,6 +36,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, Connection};
+use crate::codec::HandshakeStatus;
 use crate::listener::accept_loop;
 use crate::refusals::RefusalLog;
 use crate::stats::{Counters, NetworkStats};
@@ -388,6 +389,15 @@ impl Shared {
     pub(crate) fn report_unreachable(&self, id: NodeId) {
         lock(&self.unreachable_pending).insert(id);
         self.unreachable_notify.notify_one();
+    }
+
+    /// Tells the runtime that `peer` refused our handshake with `status`.
+    /// Dropped if the inbound queue is full: the next dial reports again,
+    /// and a refusal must never hold up a writer.
+    pub(crate) fn report_refused(&self, peer: NodeId, status: HandshakeStatus) {
+        if self.inbound.try_send(Inbound::Refused { peer, status }).is_err() {
+            debug!(peer = %peer, ?status, "inbound queue full; refusal not reported");
+        }
     }
 
     pub(crate) fn handshake_timeout(&self) -> Duration {

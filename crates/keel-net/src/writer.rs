@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::codec::{self, ConnectionKind};
-use crate::dial::BoxStream;
+use crate::dial::{BoxStream, ConnectError};
 use crate::network::{stopped, Shared};
 
 /// Jittered exponential backoff.
@@ -94,6 +94,9 @@ pub(crate) async fn peer_writer(
             Ok(frames) => frames.into_inner(),
             Err(error) => {
                 warn!(node = %shared.config.node_id, peer = %id, address = %target, %error, "cannot connect to peer");
+                if let ConnectError::Refused(status, _) = &error {
+                    shared.report_refused(id, *status);
+                }
                 shared.report_unreachable(id);
                 if !drop_during_backoff(&shared, id, &mut queue, &mut shutdown, backoff.next_delay()).await {
                     return;

@@ -332,17 +332,26 @@ async fn a_removed_member_is_cut_off_and_refused_until_it_is_a_member_again() {
 
     b.network.set_members([NodeId::new(3)]);
     stats_until(&b, "cut off", |stats| stats.member_connections == 0).await;
-    // `a` redials and is refused: its messages are reported unreachable.
+    // `a` redials and is refused: it is told why (a removed node learns
+    // it was removed this way), and its messages are reported unreachable.
     let deadline = Instant::now() + WAIT;
     let mut commit = 2;
-    loop {
+    let (mut refused, mut unreachable) = (false, false);
+    while !(refused && unreachable) {
         a.network.send(heartbeat(1, 2, commit));
         commit += 1;
-        let event = tokio::time::timeout(Duration::from_millis(20), a.inbound.recv()).await;
-        if matches!(event, Ok(Some(Inbound::Unreachable(id))) if id == NodeId::new(2)) {
-            break;
+        match tokio::time::timeout(Duration::from_millis(20), a.inbound.recv()).await {
+            Ok(Some(Inbound::Refused { peer, status })) => {
+                assert_eq!((peer, status), (NodeId::new(2), HandshakeStatus::NotMember));
+                refused = true;
+            }
+            Ok(Some(Inbound::Unreachable(id))) if id == NodeId::new(2) => unreachable = true,
+            _ => {}
         }
-        assert!(Instant::now() < deadline, "no unreachable report");
+        assert!(
+            Instant::now() < deadline,
+            "refused {refused}, unreachable {unreachable}"
+        );
     }
     b.expect_no_message(Duration::from_millis(100)).await;
     stats_until(&b, "refusal", |stats| stats.handshakes_refused >= 1).await;

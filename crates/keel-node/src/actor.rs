@@ -341,6 +341,9 @@ impl<M: StateMachine> Actor<M> {
                 self.on_core_result(result, "step");
             }
             Inbound::Unreachable(id) => self.raw.report_unreachable(id),
+            Inbound::Refused { peer, status } => {
+                tracing::debug!(node = %self.config.id, %peer, ?status, "peer refused our handshake");
+            }
             Inbound::SnapshotReceived { envelope, data_path } => {
                 let Message::Snapshot(metadata) = &envelope.message else {
                     let _ = std::fs::remove_file(&data_path);
