@@ -229,17 +229,17 @@ impl Reader<'_> {
     }
 
     fn conf_state(&mut self) -> Result<ConfState, &'static str> {
-        Ok(ConfState {
-            voters: self.node_set()?,
-            learners: self.node_set()?,
-            voters_outgoing: self.node_set()?,
-            learners_next: self.node_set()?,
-            auto_leave: match self.u8()? {
-                0 => false,
-                1 => true,
-                _ => return Err("auto_leave is neither 0 nor 1"),
-            },
-        })
+        let voters = self.node_set()?;
+        let learners = self.node_set()?;
+        let voters_outgoing = self.node_set()?;
+        let learners_next = self.node_set()?;
+        let auto_leave = match self.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err("auto_leave is neither 0 nor 1"),
+        };
+        ConfState::joint(voters, learners, voters_outgoing, learners_next, auto_leave)
+            .map_err(|_| "the membership breaks its invariants")
     }
 
     fn snapshot_metadata(&mut self) -> Result<SnapshotMetadata, &'static str> {
@@ -351,17 +351,17 @@ fn put_hard_state(buffer: &mut Vec<u8>, hard_state: &HardState) {
 
 fn put_conf_state(buffer: &mut Vec<u8>, conf_state: &ConfState) {
     for set in [
-        &conf_state.voters,
-        &conf_state.learners,
-        &conf_state.voters_outgoing,
-        &conf_state.learners_next,
+        conf_state.voters(),
+        conf_state.learners(),
+        conf_state.voters_outgoing(),
+        conf_state.learners_next(),
     ] {
         buffer.extend_from_slice(&(set.len() as u32).to_le_bytes());
         for id in set {
             put_u64(buffer, id.get());
         }
     }
-    buffer.push(u8::from(conf_state.auto_leave));
+    buffer.push(u8::from(conf_state.auto_leave()));
 }
 
 fn put_snapshot_metadata(buffer: &mut Vec<u8>, metadata: &SnapshotMetadata) {
@@ -393,13 +393,14 @@ mod tests {
 
     #[test]
     fn every_record_type_round_trips() {
-        let conf_state = ConfState {
-            voters: [1, 2].map(NodeId::new).into(),
-            learners: [3].map(NodeId::new).into(),
-            voters_outgoing: [1, 4].map(NodeId::new).into(),
-            learners_next: [4].map(NodeId::new).into(),
-            auto_leave: true,
-        };
+        let conf_state = ConfState::joint(
+            [1, 2].map(NodeId::new),
+            [3].map(NodeId::new),
+            [1, 4].map(NodeId::new),
+            [4].map(NodeId::new),
+            true,
+        )
+        .unwrap();
         let metadata = SnapshotMetadata {
             last: LogId::new(Term::new(3), Index::new(9)),
             conf_state: conf_state.clone(),

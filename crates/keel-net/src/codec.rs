@@ -123,6 +123,9 @@ pub enum CodecError {
         /// Bytes that were left.
         remaining: usize,
     },
+    /// A snapshot's membership breaks one of [`ConfState`]'s invariants.
+    #[error("invalid membership: {0}")]
+    InvalidMembership(keel::ConfStateError),
     /// A node-id set is not in strictly ascending order.
     #[error("{0} set is not strictly ascending")]
     UnorderedSet(&'static str),
@@ -270,17 +273,17 @@ fn encode_fields(message: &Message, out: &mut BytesMut) {
             put_log_id(out, metadata.last);
             let conf = &metadata.conf_state;
             for set in [
-                &conf.voters,
-                &conf.learners,
-                &conf.voters_outgoing,
-                &conf.learners_next,
+                conf.voters(),
+                conf.learners(),
+                conf.voters_outgoing(),
+                conf.learners_next(),
             ] {
                 put_varint(out, set.len() as u64);
                 for id in set {
                     put_varint(out, id.get());
                 }
             }
-            out.put_u8(u8::from(conf.auto_leave));
+            out.put_u8(u8::from(conf.auto_leave()));
         }
         Message::TimeoutNow => {}
         Message::TransferLeader { target } => put_varint(out, target.get()),
@@ -425,13 +428,13 @@ fn decode_fields(tag: u8, reader: &mut Reader) -> Result<Message, CodecError> {
         }),
         TAG_SNAPSHOT => {
             let last = reader.log_id()?;
-            let conf_state = ConfState {
-                voters: reader.node_set("voters")?,
-                learners: reader.node_set("learners")?,
-                voters_outgoing: reader.node_set("voters_outgoing")?,
-                learners_next: reader.node_set("learners_next")?,
-                auto_leave: reader.bool("auto_leave")?,
-            };
+            let voters = reader.node_set("voters")?;
+            let learners = reader.node_set("learners")?;
+            let voters_outgoing = reader.node_set("voters_outgoing")?;
+            let learners_next = reader.node_set("learners_next")?;
+            let auto_leave = reader.bool("auto_leave")?;
+            let conf_state = ConfState::joint(voters, learners, voters_outgoing, learners_next, auto_leave)
+                .map_err(CodecError::InvalidMembership)?;
             Message::Snapshot(Box::new(SnapshotMetadata { last, conf_state }))
         }
         TAG_TIMEOUT_NOW => Message::TimeoutNow,

@@ -90,16 +90,27 @@ fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(
                 |(last, voters, learners, voters_outgoing, learners_next, auto_leave)| {
-                    Message::Snapshot(Box::new(SnapshotMetadata {
-                        last,
-                        conf_state: ConfState {
-                            voters,
-                            learners,
-                            voters_outgoing,
-                            learners_next,
-                            auto_leave,
-                        },
-                    }))
+                    // Shaped into a valid membership: the decoder refuses
+                    // invalid ones (tested on its own below).
+                    let zero = NodeId::new(0);
+                    let voters: BTreeSet<NodeId> = voters.into_iter().filter(|id| *id != zero).collect();
+                    let voters_outgoing: BTreeSet<NodeId> =
+                        voters_outgoing.into_iter().filter(|id| *id != zero).collect();
+                    let learners: BTreeSet<NodeId> = learners
+                        .into_iter()
+                        .filter(|id| *id != zero && !voters.contains(id) && !voters_outgoing.contains(id))
+                        .collect();
+                    let learners_next: BTreeSet<NodeId> = learners_next
+                        .into_iter()
+                        .filter(|id| {
+                            voters_outgoing.contains(id) && !voters.contains(id) && !learners.contains(id)
+                        })
+                        .collect();
+                    let auto_leave = auto_leave && !voters_outgoing.is_empty();
+                    let conf_state =
+                        ConfState::joint(voters, learners, voters_outgoing, learners_next, auto_leave)
+                            .expect("shaped to be valid");
+                    Message::Snapshot(Box::new(SnapshotMetadata { last, conf_state }))
                 }
             ),
         Just(Message::TimeoutNow),
@@ -313,4 +324,32 @@ fn entry_payloads_share_the_frame_buffer() {
         panic!("append did not decode");
     };
     assert!(range.contains(&(append.entries[0].data.as_ptr() as usize)));
+}
+
+#[test]
+fn a_snapshot_with_an_invalid_membership_is_refused_at_decode() {
+    let conf_state = ConfState::new([NodeId::new(1)], [NodeId::new(2)]).unwrap();
+    let envelope = Envelope::new(
+        NodeId::new(1),
+        NodeId::new(2),
+        Term::new(1),
+        Message::Snapshot(Box::new(SnapshotMetadata {
+            last: LogId::new(Term::new(1), Index::new(5)),
+            conf_state,
+        })),
+    );
+    let mut body = BytesMut::new();
+    encode(&envelope, &mut body);
+    let mut bytes = body.to_vec();
+    // voters = {1}, learners = {2}: `count 1, id 1, count 1, id 2`; make
+    // node 1 a learner too.
+    let position = bytes
+        .windows(4)
+        .rposition(|window| window == [1, 1, 1, 2])
+        .expect("the membership in the body");
+    bytes[position + 3] = 1;
+    assert!(
+        decode(Bytes::from(bytes)).is_err(),
+        "a voter that is also a learner is refused"
+    );
 }

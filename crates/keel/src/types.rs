@@ -410,6 +410,82 @@ impl ConfState {
         }
     }
 
+    /// A configuration of `voters` and `learners`, checked.
+    ///
+    /// # Errors
+    /// A node that is both, or node id 0.
+    ///
+    /// ```
+    /// use keel::{ConfState, NodeId};
+    /// let conf = ConfState::new([1, 2, 3].map(NodeId::new), [NodeId::new(4)])?;
+    /// assert!(conf.learners().contains(&NodeId::new(4)));
+    /// assert!(ConfState::new([NodeId::new(1)], [NodeId::new(1)]).is_err());
+    /// # Ok::<(), keel::ConfStateError>(())
+    /// ```
+    pub fn new(
+        voters: impl IntoIterator<Item = NodeId>,
+        learners: impl IntoIterator<Item = NodeId>,
+    ) -> Result<Self, ConfStateError> {
+        Self::joint(voters, learners, [], [], false)
+    }
+
+    /// A configuration in any shape, joint included, checked: what a
+    /// decoder of a stored or received membership uses.
+    ///
+    /// # Errors
+    /// Any broken invariant listed on the type.
+    ///
+    /// ```
+    /// use keel::{ConfState, NodeId};
+    /// let ids = |raw: &[u64]| raw.iter().copied().map(NodeId::new).collect::<Vec<_>>();
+    /// let conf = ConfState::joint(ids(&[1, 2, 4]), [], ids(&[1, 2, 3]), ids(&[3]), true)?;
+    /// assert!(conf.is_joint() && conf.auto_leave());
+    /// assert!(ConfState::joint(ids(&[1]), [], [], [], true).is_err(), "auto-leave outside a joint configuration");
+    /// # Ok::<(), keel::ConfStateError>(())
+    /// ```
+    pub fn joint(
+        voters: impl IntoIterator<Item = NodeId>,
+        learners: impl IntoIterator<Item = NodeId>,
+        voters_outgoing: impl IntoIterator<Item = NodeId>,
+        learners_next: impl IntoIterator<Item = NodeId>,
+        auto_leave: bool,
+    ) -> Result<Self, ConfStateError> {
+        let conf = ConfState {
+            voters: voters.into_iter().collect(),
+            learners: learners.into_iter().collect(),
+            voters_outgoing: voters_outgoing.into_iter().collect(),
+            learners_next: learners_next.into_iter().collect(),
+            auto_leave,
+        };
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    /// Voters of the incoming (or only) configuration.
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters
+    }
+
+    /// Learners: receive the log, never vote, never count for commit.
+    pub fn learners(&self) -> &BTreeSet<NodeId> {
+        &self.learners
+    }
+
+    /// Voters of the outgoing configuration while joint; empty otherwise.
+    pub fn voters_outgoing(&self) -> &BTreeSet<NodeId> {
+        &self.voters_outgoing
+    }
+
+    /// Outgoing voters that become learners when the joint state is left.
+    pub fn learners_next(&self) -> &BTreeSet<NodeId> {
+        &self.learners_next
+    }
+
+    /// Whether the leader leaves the joint state on its own once it applies.
+    pub fn auto_leave(&self) -> bool {
+        self.auto_leave
+    }
+
     /// Whether a joint change is in progress.
     pub fn is_joint(&self) -> bool {
         !self.voters_outgoing.is_empty()

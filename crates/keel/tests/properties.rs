@@ -26,11 +26,11 @@ mod confchange_laws {
         fn from(conf: &ConfState) -> Self {
             let ids = |set: &BTreeSet<NodeId>| set.iter().map(|id| id.get()).collect();
             Model {
-                incoming: ids(&conf.voters),
-                outgoing: ids(&conf.voters_outgoing),
-                learners: ids(&conf.learners),
-                learners_next: ids(&conf.learners_next),
-                auto_leave: conf.auto_leave,
+                incoming: ids(conf.voters()),
+                outgoing: ids(conf.voters_outgoing()),
+                learners: ids(conf.learners()),
+                learners_next: ids(conf.learners_next()),
+                auto_leave: conf.auto_leave(),
             }
         }
 

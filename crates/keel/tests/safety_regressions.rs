@@ -430,7 +430,7 @@ fn a_new_voter_counts_as_recently_active_at_the_next_check_quorum() {
         .propose_conf_change(&ConfChange::add_voter(id(2)))
         .unwrap();
     cluster.stabilize().unwrap();
-    assert_eq!(cluster.node(id(1)).status().conf_state.voters.len(), 2);
+    assert_eq!(cluster.node(id(1)).status().conf_state.voters().len(), 2);
     let election_ticks = cluster.config(id(1)).election_timeout_ticks_min;
     for _ in 0..election_ticks {
         cluster.tick(id(1)).unwrap();

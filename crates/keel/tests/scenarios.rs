@@ -1484,17 +1484,17 @@ fn format_ids(ids: &std::collections::BTreeSet<NodeId>) -> String {
 /// `voters=1,2,3`, plus learners, the outgoing half of a joint
 /// configuration and auto-leave when present.
 fn format_conf(conf: &ConfState) -> String {
-    let mut text = format!("voters=({})", format_ids(&conf.voters));
-    if !conf.voters_outgoing.is_empty() {
-        write!(text, "&&({})", format_ids(&conf.voters_outgoing)).unwrap();
+    let mut text = format!("voters=({})", format_ids(conf.voters()));
+    if !conf.voters_outgoing().is_empty() {
+        write!(text, "&&({})", format_ids(conf.voters_outgoing())).unwrap();
     }
-    if !conf.learners.is_empty() {
-        write!(text, " learners=({})", format_ids(&conf.learners)).unwrap();
+    if !conf.learners().is_empty() {
+        write!(text, " learners=({})", format_ids(conf.learners())).unwrap();
     }
-    if !conf.learners_next.is_empty() {
-        write!(text, " learners-next=({})", format_ids(&conf.learners_next)).unwrap();
+    if !conf.learners_next().is_empty() {
+        write!(text, " learners-next=({})", format_ids(conf.learners_next())).unwrap();
     }
-    if conf.auto_leave {
+    if conf.auto_leave() {
         text.push_str(" auto-leave");
     }
     text
