@@ -82,7 +82,7 @@ pub(crate) fn hand_out_conf_changes(
             // Fatal: the node stopped; the call check covers it.
             Err(_) => return Ok(memberships),
         };
-        world.hash(&[79, id.get(), entry.index.get(), conf.voters.len() as u64]);
+        world.hash(&[79, id.get(), entry.index.get(), conf.voters().len() as u64]);
         applier_conf = conf.clone();
         memberships.push((entry.index, conf));
     }

@@ -17,14 +17,21 @@
 //! ```
 //!
 //! The pieces:
-//! - [`sim`]: the run — phases, steps, faults, per-step checks, liveness.
+//! - [`sim`]: the run — phases, steps, faults, workloads, per-step checks,
+//!   liveness (one module per job).
+//! - `node`, `runtime`, `applier`: a simulated process, the runtime loop
+//!   around its `RawNode` (the `Ready` loop, its disk and applier queues),
+//!   and its state machine side.
+//! - [`clock`]: per-node clocks with their own rate and phase.
 //! - [`storage::SimStorage`]: a disk that loses unsynced writes on a crash,
 //!   may tear the last one, and can fail an fsync.
 //! - [`network`]: loss, delay, duplication, reordering, cut links.
+//! - [`forge`]: forged messages with terms and indexes beyond keel's limits.
 //! - [`kv`]: the replicated key-value state machine and command encoding.
 //! - [`checker`]: election safety, no double vote, log matching, committed
 //!   entries never change, state machine safety.
 //! - [`linearizability`]: a Wing–Gong/Lowe checker with memoization.
+//! - [`budget`]: the bounds on every loop that runs until quiet.
 //!
 //! See `crates/keel-sim/README.md` for soaks, replays and the fault list.
 

@@ -280,7 +280,7 @@ fn maybe_plan_crash_before_persist(world: &mut World, id: NodeId, running: &mut 
     // A sole voter wins its term without a message: whatever it sends in
     // that term before the term is durable is the danger (issue 12), so
     // its term changes are always aimed at when crashes are on.
-    let sole_voter = status.conf_state.voters.len() == 1 && status.conf_state.voters_outgoing.is_empty();
+    let sole_voter = status.conf_state.voters().len() == 1 && status.conf_state.voters_outgoing().is_empty();
     let chance = if sole_voter && world.crash_before_persist_chance > 0 {
         crate::rng::CERTAIN
     } else {

@@ -207,12 +207,11 @@ fn regression_a_removed_leader_does_not_stall_the_new_membership() {
 
 /// Forged messages (terms and indexes at and beyond keel's limits, from
 /// unknown ids and from members) are refused with a typed error and leave
-/// the cluster able to elect and converge. Open core issues (issue 12):
-/// an `Append` whose middle entry has a term beyond the limit is refused
-/// only after its sender was taken as leader (status changed, and a leader
-/// of that term sees "two leaders"); a vote request at exactly
-/// `Term::LIMIT` moves every node to a term none can campaign from (no
-/// leader again). Replay any failing seed with `--faults forge,crash,partition`.
+/// the cluster able to elect and converge. Fixed core issues it found (issue
+/// 12): a vote request at exactly `Term::LIMIT` moved a sole-voter cluster to
+/// a term none could campaign from (seed 7 of its generator); an append whose
+/// middle entry had a term beyond the limit was refused only after its
+/// sender was taken as leader (seeds 21, 35).
 #[test]
 fn forged_messages_are_refused_and_the_cluster_recovers() {
     // Refusal (a typed error, no change) is checked by the simulator as

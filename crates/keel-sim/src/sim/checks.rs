@@ -37,7 +37,7 @@ impl Simulation {
                     }
                 }
             }
-            let voters = running.applied_conf.voters.len() as u64;
+            let voters = running.applied_conf.voters().len() as u64;
             if voters > 0 {
                 self.world.stats.voters_max = self.world.stats.voters_max.max(voters);
                 self.world.stats.voters_min = self.world.stats.voters_min.min(voters);

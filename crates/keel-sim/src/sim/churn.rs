@@ -57,7 +57,7 @@ impl Simulation {
                 .map(|running| &running.applied_conf);
             let everyone_applied = self.options.retire_at_once
                 || conf.is_some_and(|conf| {
-                    conf.voters.iter().chain(&conf.voters_outgoing).all(|voter| {
+                    conf.voters().iter().chain(conf.voters_outgoing()).all(|voter| {
                         self.nodes
                             .get((voter.get() - 1) as usize)
                             .and_then(SimNode::running)
@@ -149,7 +149,7 @@ impl Simulation {
         }
         let conf = status.conf_state;
         let change = if conf.is_joint() {
-            if conf.auto_leave {
+            if conf.auto_leave() {
                 return Ok(()); // the leader leaves it by itself
             }
             ConfChange::leave_joint()
@@ -213,7 +213,7 @@ impl Simulation {
             return Ok(());
         }
         let victims: Vec<NodeId> = conf
-            .voters
+            .voters()
             .iter()
             .copied()
             .filter(|voter| *voter != kept && *voter != leader)
@@ -221,7 +221,7 @@ impl Simulation {
         let Some(&victim) = self.world.rng.pick(&victims) else {
             return Ok(());
         };
-        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let learners: Vec<NodeId> = conf.learners().iter().copied().collect();
         let incoming = match self.world.rng.pick(&learners) {
             Some(learner) => *learner,
             None => match self.spawn_node()? {
@@ -247,8 +247,8 @@ impl Simulation {
         conf: &ConfState,
         leader: NodeId,
     ) -> Result<Option<ConfChange>, Violation> {
-        let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
-        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let voters: Vec<NodeId> = conf.voters().iter().copied().collect();
+        let learners: Vec<NodeId> = conf.learners().iter().copied().collect();
         let (voters_min, voters_max) = self.shape.voters_range();
         // Replacing a sole voter can leave the new one in the joint
         // membership for good (see `SimOptions::replace_sole_voter`).

@@ -163,7 +163,7 @@ impl Simulation {
     /// membership the cluster may leave meanwhile). Mostly a follower voter.
     pub(super) fn fault_slow_apply(&mut self) -> Result<(), Violation> {
         let leader = self.leader();
-        let voters = self.latest_conf().voters;
+        let voters = self.latest_conf().voters().clone();
         let available = self.available();
         let followers: Vec<usize> = available
             .iter()
@@ -253,27 +253,27 @@ impl Simulation {
             .conf_state;
         let (stale, old_conf) = self.nodes.iter().find_map(|node| {
             let conf = node.running()?.raw.status().conf_state;
-            (conf != new_conf && conf.voters.contains(&node.id)).then_some((node.id, conf))
+            (conf != new_conf && conf.voters().contains(&node.id)).then_some((node.id, conf))
         })?;
         if old_conf.is_joint() || new_conf.is_joint() {
             return None;
         }
         let majority = |voters: usize| voters / 2 + 1;
         let mut side: BTreeSet<NodeId> = BTreeSet::from([stale]);
-        side.extend(old_conf.voters.difference(&new_conf.voters));
-        for shared in old_conf.voters.intersection(&new_conf.voters) {
-            if side.intersection(&old_conf.voters).count() >= majority(old_conf.voters.len()) {
+        side.extend(old_conf.voters().difference(new_conf.voters()));
+        for shared in old_conf.voters().intersection(new_conf.voters()) {
+            if side.intersection(old_conf.voters()).count() >= majority(old_conf.voters().len()) {
                 break;
             }
             side.insert(*shared);
         }
-        let old_majority = side.intersection(&old_conf.voters).count() >= majority(old_conf.voters.len());
+        let old_majority = side.intersection(old_conf.voters()).count() >= majority(old_conf.voters().len());
         let new_majority = new_conf
-            .voters
+            .voters()
             .iter()
             .filter(|voter| !side.contains(voter))
             .count()
-            >= majority(new_conf.voters.len());
+            >= majority(new_conf.voters().len());
         (old_majority && new_majority).then(|| side.into_iter().collect())
     }
 
@@ -434,7 +434,7 @@ impl Simulation {
         // learner or a removed node must be refused). Often one whose
         // applier is stalled: TimeoutNow makes it campaign at once, with
         // whatever membership its core holds.
-        let voters: Vec<NodeId> = self.latest_conf().voters.into_iter().collect();
+        let voters: Vec<NodeId> = self.latest_conf().voters().iter().copied().collect();
         let stalled: Vec<NodeId> = voters
             .iter()
             .copied()

@@ -201,7 +201,7 @@ impl Simulation {
         };
         let status = running.raw.status();
         if !status.conf_state.is_joint()
-            || status.conf_state.auto_leave
+            || status.conf_state.auto_leave()
             || status.pending_conf_index > status.applied
         {
             return Ok(());

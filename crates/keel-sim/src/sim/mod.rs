@@ -559,8 +559,8 @@ impl Simulation {
     /// (both halves of a joint membership counted together) are down.
     fn may_lose_a_voter(&self) -> bool {
         let conf = self.latest_conf();
-        let mut voters = conf.voters.clone();
-        voters.extend(conf.voters_outgoing.iter().copied());
+        let mut voters = conf.voters().clone();
+        voters.extend(conf.voters_outgoing().iter().copied());
         let available = self.available();
         let unavailable = voters
             .iter()

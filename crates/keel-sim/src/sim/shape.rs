@@ -17,8 +17,8 @@ use super::{SimOptions, DELAY_TICKS_MAX_ANY, VOTERS_MAX, VOTERS_MIN};
 pub struct Shape {
     /// Founding nodes: voters, then learners.
     pub nodes: u64,
-    /// Founding voters (nodes `1..=voters`); churn keeps the voters within
-    /// [`Shape::voters_range`].
+    /// Founding voters (nodes `1..=voters`); churn keeps 3–7 voters, or a
+    /// sole voter's one.
     pub voters: u64,
     /// Each node's configuration.
     pub configs: Vec<Config>,
@@ -141,9 +141,11 @@ impl Shape {
 
     /// The founders' membership.
     pub(super) fn founding_conf(&self) -> ConfState {
-        let mut conf = ConfState::with_voters((1..=self.voters).map(NodeId::new));
-        conf.learners = (self.voters + 1..=self.nodes).map(NodeId::new).collect();
-        conf
+        ConfState::new(
+            (1..=self.voters).map(NodeId::new),
+            (self.voters + 1..=self.nodes).map(NodeId::new),
+        )
+        .expect("voters and learners are disjoint ranges")
     }
 
     /// The fewest and most voters membership churn keeps: 3-7, or exactly
