@@ -247,9 +247,9 @@ async fn register_client_address(
             peer_address: peer_addr.clone(),
             metadata: wanted.encode(),
         };
-        let change = if status.raft.conf_state.voters.contains(&id) {
+        let change = if status.raft.conf_state.voters().contains(&id) {
             MemberChange::AddVoter(id, info)
-        } else if status.raft.conf_state.learners.contains(&id) {
+        } else if status.raft.conf_state.learners().contains(&id) {
             MemberChange::AddLearner(id, Some(info))
         } else {
             continue; // in a joint configuration: wait until it is left

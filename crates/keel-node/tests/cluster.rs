@@ -300,7 +300,7 @@ async fn a_new_member_catches_up_through_a_snapshot_and_votes() {
     })
     .await;
     let status = cluster.node(4).status().await.unwrap();
-    assert!(status.raft.conf_state.voters.contains(&NodeId::new(4)));
+    assert!(status.raft.conf_state.voters().contains(&NodeId::new(4)));
     assert_eq!(status.members.len(), 4, "the new member learned every address");
 }
 
@@ -326,7 +326,7 @@ async fn a_change_the_leader_refuses_fails_on_the_follower_at_once() {
     );
     // The membership is untouched and the cluster still writes.
     let status = cluster.node(leader).status().await.unwrap();
-    assert_eq!(status.raft.conf_state.voters.len(), 3);
+    assert_eq!(status.raft.conf_state.voters().len(), 3);
     cluster.node(follower).write(set("after", "1")).await.unwrap();
 }
 
@@ -388,7 +388,7 @@ async fn leadership_transfer_and_member_removal() {
         .await
         .unwrap();
     let status = cluster.node(target).status().await.unwrap();
-    assert_eq!(status.raft.conf_state.voters.len(), 2);
+    assert_eq!(status.raft.conf_state.voters().len(), 2);
     cluster.node(target).write(set("two", "voters")).await.unwrap();
 }
 

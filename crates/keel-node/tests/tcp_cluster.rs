@@ -351,7 +351,7 @@ async fn transfer_leadership_then_remove_a_node() {
     cluster.handle(target).remove_member(leader).await.unwrap();
     cluster.crash(leader).await;
     let status = cluster.handle(target).status().await.unwrap();
-    assert!(!status.raft.conf_state.voters.contains(&leader));
+    assert!(!status.raft.conf_state.voters().contains(&leader));
     assert!(!status.members.contains_key(&leader));
     cluster.handle(target).write((3, b"c".to_vec())).await.unwrap();
     let other = cluster

@@ -61,7 +61,7 @@ pub enum ConfChangeTransition {
 ///     node_id: NodeId::new(1),
 /// });
 /// let joint = apply(&four, &change).unwrap();
-/// assert!(joint.is_joint() && joint.auto_leave);
+/// assert!(joint.is_joint() && joint.auto_leave());
 /// let left = apply(&joint, &ConfChange::leave_joint()).unwrap();
 /// assert!(!left.is_joint() && !left.is_voter(NodeId::new(1)));
 /// ```

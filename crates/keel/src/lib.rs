@@ -78,7 +78,7 @@
 //!     }
 //!     node.advance(ready)?;
 //! }
-//! assert!(membership.unwrap().learners.contains(&NodeId::new(2)));
+//! assert!(membership.unwrap().learners().contains(&NodeId::new(2)));
 //!
 //! // A linearizable read without writing to the log (thesis §6.4): ask for a
 //! // read index; serve the read once the state machine has applied it.

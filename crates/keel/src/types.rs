@@ -390,15 +390,15 @@ impl HardState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConfState {
     /// Voters of the incoming (or only) configuration.
-    pub voters: BTreeSet<NodeId>,
+    pub(crate) voters: BTreeSet<NodeId>,
     /// Learners: receive the log, never vote, never count for commit.
-    pub learners: BTreeSet<NodeId>,
+    pub(crate) learners: BTreeSet<NodeId>,
     /// Voters of the outgoing configuration while joint; empty otherwise.
-    pub voters_outgoing: BTreeSet<NodeId>,
+    pub(crate) voters_outgoing: BTreeSet<NodeId>,
     /// Outgoing voters that become learners when the joint state is left.
-    pub learners_next: BTreeSet<NodeId>,
+    pub(crate) learners_next: BTreeSet<NodeId>,
     /// Whether the leader leaves the joint state on its own once it applies.
-    pub auto_leave: bool,
+    pub(crate) auto_leave: bool,
 }
 
 impl ConfState {

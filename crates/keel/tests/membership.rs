@@ -52,7 +52,7 @@ fn voters(cluster: &Cluster, node: u64) -> Vec<u64> {
         .node(id(node))
         .status()
         .conf_state
-        .voters
+        .voters()
         .iter()
         .map(|voter| voter.get())
         .collect()

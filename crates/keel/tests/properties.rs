@@ -107,11 +107,11 @@ mod confchange_laws {
         )
             .prop_map(|(voters, learners)| {
                 let learners: BTreeSet<u64> = learners.difference(&voters).copied().collect();
-                ConfState {
-                    voters: voters.into_iter().map(NodeId::new).collect(),
-                    learners: learners.into_iter().map(NodeId::new).collect(),
-                    ..ConfState::default()
-                }
+                ConfState::new(
+                    voters.into_iter().map(NodeId::new),
+                    learners.into_iter().map(NodeId::new),
+                )
+                .expect("learners are not voters")
             })
     }
 

@@ -100,7 +100,7 @@ fn unapplied_conf_change_campaign(planted: bool) -> (Role, Role) {
             .node(id(2))
             .status()
             .conf_state
-            .voters
+            .voters()
             .iter()
             .map(|v| v.get())
             .collect::<Vec<_>>(),

@@ -63,10 +63,10 @@ pub fn cluster_view(status: &NodeStatus) -> ClusterView {
     let raft = &status.raft;
     let conf = &raft.conf_state;
     let mut members: BTreeMap<NodeId, &'static str> = BTreeMap::new();
-    for id in conf.learners.iter().chain(&conf.learners_next) {
+    for id in conf.learners().iter().chain(conf.learners_next()) {
         members.insert(*id, "learner");
     }
-    for id in conf.voters.iter().chain(&conf.voters_outgoing) {
+    for id in conf.voters().iter().chain(conf.voters_outgoing()) {
         members.insert(*id, "voter");
     }
     let members = members
@@ -162,7 +162,7 @@ fn member_id(path: Result<Path<String>, PathRejection>) -> ApiResult<NodeId> {
 
 fn is_member(status: &NodeStatus, id: NodeId) -> bool {
     let conf = &status.raft.conf_state;
-    conf.voters.contains(&id) || conf.learners.contains(&id) || conf.voters_outgoing.contains(&id)
+    conf.voters().contains(&id) || conf.learners().contains(&id) || conf.voters_outgoing().contains(&id)
 }
 
 pub(super) async fn remove_member(
@@ -193,7 +193,7 @@ pub(super) async fn transfer_leader(
     let body: TransferBody = json_from(body)?;
     let target = NodeId::new(body.id);
     let current = status(&state).await?;
-    if !current.raft.conf_state.voters.contains(&target) {
+    if !current.raft.conf_state.voters().contains(&target) {
         return Err(ApiError::not_found(format!("{target} is not a voter")));
     }
     match state.node.transfer_leader(target).await {

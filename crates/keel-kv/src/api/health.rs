@@ -56,10 +56,10 @@ pub(super) fn unready_reasons(status: &NodeStatus, apply_lag_entries_max: u64) -
     }
     let conf = &raft.conf_state;
     let member = [
-        &conf.voters,
-        &conf.learners,
-        &conf.voters_outgoing,
-        &conf.learners_next,
+        conf.voters(),
+        conf.learners(),
+        conf.voters_outgoing(),
+        conf.learners_next(),
     ]
     .iter()
     .any(|set| set.contains(&raft.id));
