@@ -785,8 +785,8 @@ impl<M: StateMachine> Actor<M> {
                     tracing::info!(
                         node = %self.config.id,
                         index = %entry.index,
-                        voters = ?conf_state.voters,
-                        learners = ?conf_state.learners,
+                        voters = ?conf_state.voters(),
+                        learners = ?conf_state.learners(),
                         "membership change applied"
                     );
                     self.set_members(members);
