@@ -9,6 +9,10 @@
 //! holds it until it stops, and refuses a directory recorded (in
 //! `<data dir>/NODE_ID`) for another id.
 //!
+//! A node that learns it was removed from its cluster records it in
+//! `<data dir>/REMOVED` (how it learned, as text), so that it knows at
+//! once when restarted on the directory (see [`crate::removal`]).
+//!
 //! The lock is an advisory `flock(2)` lock: the kernel drops it when the
 //! process dies, however it dies, so a `kill -9` never leaves a stale lock
 //! behind. The file also holds the holder's process id, for the message a
@@ -21,9 +25,11 @@ use std::path::{Path, PathBuf};
 use keel::NodeId;
 
 use crate::node::StartError;
+use crate::removal::Removal;
 
 const LOCK_FILE: &str = "LOCK";
 const NODE_ID_FILE: &str = "NODE_ID";
+const REMOVED_FILE: &str = "REMOVED";
 
 /// A data directory this process holds for one node; the lock is released
 /// when it is dropped.
@@ -142,19 +148,44 @@ fn read_node_id(path: &Path) -> Result<Option<NodeId>, StartError> {
     }
 }
 
-/// Writes `NODE_ID` durably: a temporary file, synced, renamed over, and
-/// the directory synced, so a crash leaves either no file or a whole one.
 fn write_node_id(path: &Path, id: NodeId) -> Result<(), StartError> {
-    let id_path = path.join(NODE_ID_FILE);
-    let temporary: PathBuf = path.join(format!("{NODE_ID_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut file = File::create(&temporary)?;
-        writeln!(file, "{}", id.get())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &id_path)?;
-        File::open(path)?.sync_all()
+    write_durably(path, NODE_ID_FILE, &format!("{}\n", id.get()))
+        .map_err(|error| unusable(&path.join(NODE_ID_FILE), error))
+}
+
+/// The removal recorded in the data directory at `path` by an earlier run,
+/// if any.
+pub(crate) fn recorded_removal(path: &Path) -> Result<Option<Removal>, StartError> {
+    let removed_path = path.join(REMOVED_FILE);
+    match std::fs::read_to_string(&removed_path) {
+        Ok(text) => Ok(Some(Removal::Recorded {
+            reason: text.trim().to_string(),
+        })),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(unusable(&removed_path, error)),
+    }
+}
+
+/// Records in the data directory at `path` that the node was removed, and
+/// how it learned it.
+pub(crate) fn record_removal(path: &Path, removal: &Removal) -> std::io::Result<()> {
+    let reason = match removal {
+        Removal::Recorded { reason } => reason.clone(),
+        other => other.to_string(),
     };
-    write().map_err(|error| unusable(&id_path, error))
+    write_durably(path, REMOVED_FILE, &format!("{reason}\n"))
+}
+
+/// Writes `<directory>/<name>` durably: a temporary file, synced, renamed
+/// over, and the directory synced, so a crash leaves either the old file
+/// (or none) or the whole new one.
+fn write_durably(directory: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+    let temporary: PathBuf = directory.join(format!("{name}.tmp"));
+    let mut file = File::create(&temporary)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, directory.join(name))?;
+    File::open(directory)?.sync_all()
 }
 
 #[cfg(test)]
@@ -186,6 +217,22 @@ mod tests {
             }) => assert_eq!((stored, configured), (NodeId::new(1), NodeId::new(9))),
             other => panic!("opened node 1's directory as node 9: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_removal_is_recorded_for_the_next_run() {
+        let directory = tempfile::tempdir().unwrap();
+        assert_eq!(recorded_removal(directory.path()).unwrap(), None);
+        let removal = Removal::Applied {
+            index: keel::Index::new(7),
+        };
+        record_removal(directory.path(), &removal).unwrap();
+        assert_eq!(
+            recorded_removal(directory.path()).unwrap(),
+            Some(Removal::Recorded {
+                reason: removal.to_string()
+            })
+        );
     }
 
     #[test]

@@ -196,6 +196,9 @@
 //!   then [`NodeHandle::add_voter`](crate::NodeHandle::add_voter) to promote;
 //!   [`NodeHandle::remove_member`](crate::NodeHandle::remove_member);
 //!   [`NodeHandle::transfer_leader`](crate::NodeHandle::transfer_leader).
+//!   A removed node learns it (from its log, or from the members refusing
+//!   it) and says so: [`NodeHandle::halted`](crate::NodeHandle::halted)
+//!   returns, as it does after a fatal error, so that a server can exit.
 //! - **Errors that say what happened**: `Timeout`, `NoLeader`,
 //!   `ShuttingDown` and `Fatal` on a write mean the outcome is unknown
 //!   ([`NodeError::outcome_unknown`](crate::NodeError::outcome_unknown));

@@ -4,13 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel::{ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, NodeId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::actor::{Consistency, NodeStatus, Request};
+use crate::actor::Request;
+use crate::consistency::Consistency;
 use crate::error::NodeError;
+use crate::halt::{self, Halt};
 use crate::members::{AddressBook, MemberInfo};
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::state_machine::StateMachine;
+use crate::status::NodeStatus;
 
 /// A handle to a running node. Clones share the node; every method may be
 /// called from any task.
@@ -19,6 +22,7 @@ pub struct NodeHandle<M: StateMachine> {
     pub(crate) requests: mpsc::Sender<Request<M>>,
     pub(crate) request_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) halt: watch::Receiver<Option<Halt>>,
 }
 
 impl<M: StateMachine> Clone for NodeHandle<M> {
@@ -28,6 +32,7 @@ impl<M: StateMachine> Clone for NodeHandle<M> {
             requests: self.requests.clone(),
             request_timeout: self.request_timeout,
             metrics: self.metrics.clone(),
+            halt: self.halt.clone(),
         }
     }
 }
@@ -174,6 +179,26 @@ impl<M: StateMachine> NodeHandle<M> {
             Ok(Err(_)) => Err(NodeError::ShuttingDown),
             Ok(Ok(status)) => Ok(status),
         }
+    }
+
+    /// Waits until the node stops serving as a member, and says why: a
+    /// fatal error, its removal from the cluster, or a shutdown. Returns at
+    /// once if that already happened. A server exits (or stops the node)
+    /// on it, so that a supervisor sees a node that can no longer serve.
+    ///
+    /// ```no_run
+    /// # async fn run<M: keel_node::StateMachine>(node: keel_node::NodeHandle<M>) {
+    /// use keel_node::Halt;
+    /// match node.halted().await {
+    ///     Halt::Fatal(reason) => eprintln!("the node stopped: {reason}; restart it"),
+    ///     Halt::Removed(removal) => eprintln!("no longer a member: {removal}"),
+    ///     Halt::ShutDown => {}
+    /// }
+    /// node.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn halted(&self) -> Halt {
+        halt::wait(self.halt.clone()).await
     }
 
     /// The node's counters, without a round trip to the raft loop.

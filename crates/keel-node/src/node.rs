@@ -14,11 +14,13 @@ use crate::actor::{Actor, ActorInputs};
 use crate::apply::{Applier, ApplierStart};
 use crate::clock::TickClock;
 use crate::config::NodeConfig;
-use crate::data_dir::DataDirectory;
+use crate::data_dir::{self, DataDirectory};
 use crate::disk::DiskWriter;
+use crate::halt::{self, Halt};
 use crate::handle::NodeHandle;
 use crate::members::{read_snapshot_prefix, snapshot_prefix, AddressBook};
 use crate::metrics::Metrics;
+use crate::removal::RefusalWatch;
 use crate::request::{Incarnation, RequestIds};
 use crate::state_machine::StateMachine;
 use crate::transport::{Inbound, Transport};
@@ -116,13 +118,14 @@ impl Node {
             return Err(StartError::Config("tick_interval must not be zero".to_string()));
         }
         let incarnation = Incarnation::draw().map_err(StartError::System)?;
-        let (recovered, state_machine, data_directory) = {
+        let (recovered, state_machine, data_directory, removed) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
                 // Held before anything is read, until the node stops.
                 let data_directory = DataDirectory::open(&config.data_dir, config.id)?;
+                let removed = data_dir::recorded_removal(&config.data_dir)?;
                 let recovered = recover(&config, &mut state_machine, &bootstrap)?;
-                Ok::<_, StartError>((recovered, state_machine, data_directory))
+                Ok::<_, StartError>((recovered, state_machine, data_directory, removed))
             })
             .await
             .map_err(|error| StartError::Recovery(format!("recovery task failed: {error}")))??
@@ -180,18 +183,32 @@ impl Node {
             Box::new(move || disk.run(disk_jobs)),
         )?;
         let (request_sender, requests) = mpsc::channel(config.max_pending_requests.max(1));
+        let (halt_sender, halt_receiver) = halt::channel();
+        if let Some(removal) = &removed {
+            tracing::error!(node = %config.id, %removal, "this node was removed from the cluster");
+            halt_sender.send_replace(Some(Halt::Removed(removal.clone())));
+        }
         let handle = NodeHandle {
             id: config.id,
             requests: request_sender,
             request_timeout: config.request_timeout,
             metrics: metrics.clone(),
+            halt: halt_receiver,
         };
+        // Refusals count once no member has sent anything for two of the
+        // longest election timeouts: long enough for members that lag
+        // behind this node's addition to catch up (see `removal`).
+        let quiet = config.tick_interval.saturating_mul(
+            2 * u32::try_from(config.raft.election_timeout_ticks_max).unwrap_or(u32::MAX / 2),
+        );
+        let refusal_watch = RefusalWatch::new(config.id, quiet, tokio::time::Instant::now());
         let actor = Actor {
             clock: TickClock::new(tokio::time::Instant::now(), config.tick_interval),
             config,
             raw,
             transport,
             members: recovered.members,
+            leaving_peers: Vec::new(),
             disk: disk_sender,
             applier: apply_sender,
             snapshots,
@@ -204,6 +221,9 @@ impl Node {
             request_ids: RequestIds::new(incarnation),
             metrics,
             fatal: None,
+            removed,
+            refusal_watch,
+            halt: halt_sender,
             known_leader: None,
             threads: vec![applier_thread, disk_thread],
             data_directory: Some(data_directory),

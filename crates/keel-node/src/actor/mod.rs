@@ -11,69 +11,28 @@ use std::time::Instant;
 use bytes::Bytes;
 use keel::{
     ConfChange, Error as CoreError, Index, MemStorage, Message, NodeId, RawNode, ReadMode, Ready,
-    RefusalReason, RefusedProposal, Role, SnapshotOutcome, Status,
+    RefusalReason, RefusedProposal, Role, SnapshotOutcome,
 };
 use keel_log::SnapshotStore;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::apply::{ApplyEvent, ApplyJob, PendingWrites, ReadResponder, WriteResponder};
 use crate::clock::TickClock;
 use crate::config::NodeConfig;
+use crate::consistency::Consistency;
 use crate::data_dir::DataDirectory;
 use crate::disk::{DiskEvent, DiskJob, PersistJob};
 use crate::error::{self, NodeError};
+use crate::halt::Halt;
 use crate::members::{AddressBook, ChangeContext};
 use crate::metrics::Metrics;
+use crate::removal::{RefusalWatch, Removal};
 use crate::request::{tagged, RequestId, RequestIds};
 use crate::state_machine::StateMachine;
+use crate::status::NodeStatus;
+
+mod membership;
 use crate::transport::{Inbound, Transport};
-
-/// How fresh a read must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Consistency {
-    /// Linearizable: confirmed by a heartbeat round to a quorum (ReadIndex).
-    Linearizable,
-    /// Linearizable under a clock assumption: served by the leader within
-    /// its lease without a round trip (falls back to `Linearizable`).
-    ///
-    /// The lease is counted in the leader's ticks (thesis §6.4.1), and
-    /// holds only while:
-    ///
-    /// - **tick rates differ by at most
-    ///   [`keel::Config::max_clock_drift_percent`]** (default 10%) between
-    ///   any two nodes: the leader shortens its lease by that much, so a
-    ///   follower whose clock runs faster still refuses other candidates
-    ///   for as long as the lease lasts. Machines whose clocks can drift
-    ///   further (or a configured `tick_interval` that differs between
-    ///   nodes) break the assumption: use `Linearizable` there.
-    /// - **ticks are measured by a monotonic clock**: the raft loop owes
-    ///   the core one tick per `tick_interval` elapsed on tokio's monotonic
-    ///   [`Instant`](tokio::time::Instant), whether or not its timer fired;
-    /// - **pauses are charged**: time during which the loop did not run (a
-    ///   process stopped by SIGSTOP, a VM stall, a starved thread) is
-    ///   charged as ticks before anything else is handled, and again right
-    ///   before each lease read, so a leader paused past its lease refuses
-    ///   to serve from it (it steps down, or falls back to a ReadIndex
-    ///   round). A pause the monotonic clock does not count is not
-    ///   charged: on Linux, `CLOCK_MONOTONIC` stands still while the whole
-    ///   machine is suspended, so do not suspend a machine that serves
-    ///   lease reads.
-    Lease,
-    /// Whatever this node has applied, with no round trip: may be stale.
-    Stale,
-}
-
-/// A node's state, as [`NodeHandle::status`](crate::NodeHandle::status)
-/// reports it.
-#[derive(Clone, Debug)]
-pub struct NodeStatus {
-    /// The core's view: role, term, leader, commit, applied, membership.
-    pub raft: Status,
-    /// How to reach each member.
-    pub members: AddressBook,
-    /// Why the node stopped, if it did.
-    pub fatal: Option<String>,
-}
 
 type Responder<T> = oneshot::Sender<Result<T, NodeError>>;
 
@@ -130,6 +89,8 @@ pub(crate) struct Actor<M: StateMachine> {
     pub(crate) clock: TickClock,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) members: AddressBook,
+    /// Former members the transport forgets at the given time.
+    pub(crate) leaving_peers: Vec<(tokio::time::Instant, NodeId)>,
     pub(crate) disk: mpsc::UnboundedSender<DiskJob>,
     pub(crate) applier: mpsc::UnboundedSender<ApplyJob<M>>,
     pub(crate) snapshots: Arc<Mutex<SnapshotStore>>,
@@ -148,6 +109,11 @@ pub(crate) struct Actor<M: StateMachine> {
     pub(crate) request_ids: RequestIds,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) fatal: Option<String>,
+    /// How this node learned it is no longer a member, once it has.
+    pub(crate) removed: Option<Removal>,
+    pub(crate) refusal_watch: RefusalWatch,
+    /// Announces why the node stopped serving (see `NodeHandle::halted`).
+    pub(crate) halt: watch::Sender<Option<Halt>>,
     /// The leader known at the last role change, to log leader changes.
     pub(crate) known_leader: Option<NodeId>,
     pub(crate) threads: Vec<std::thread::JoinHandle<()>>,
@@ -183,6 +149,7 @@ impl<M: StateMachine> Actor<M> {
             self.charge_owed_ticks();
             shutdown = self.handle_wake(wake, &mut inputs);
             self.process_ready();
+            self.retire_leaving_peers();
             let next_tick_at = self.clock.next_tick_at();
             if tick_due.deadline() != next_tick_at {
                 tick_due.as_mut().reset(next_tick_at);
@@ -242,6 +209,11 @@ impl<M: StateMachine> Actor<M> {
         let _ = self.disk.send(DiskJob::Shutdown);
         let _ = self.applier.send(ApplyJob::Shutdown);
         self.fail_all(NodeError::ShuttingDown);
+        self.halt.send_if_modified(|halt| {
+            let first = halt.is_none();
+            halt.get_or_insert(Halt::ShutDown);
+            first
+        });
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -255,6 +227,7 @@ impl<M: StateMachine> Actor<M> {
         if self.fatal.is_none() {
             tracing::error!(node = %self.config.id, %reason, "fatal error: the node stops");
             self.fatal = Some(reason.clone());
+            self.halt.send_replace(Some(Halt::Fatal(reason.clone())));
             self.fail_all(NodeError::Fatal(reason));
         }
     }
@@ -296,7 +269,9 @@ impl<M: StateMachine> Actor<M> {
     /// and, between ticks, one comparison.
     fn charge_owed_ticks(&mut self) {
         let owed_ticks = self.clock.owed_ticks(tokio::time::Instant::now());
-        if owed_ticks == 0 || self.fatal.is_some() {
+        // A removed node no longer ticks: it would only campaign among
+        // members that refuse it.
+        if owed_ticks == 0 || self.fatal.is_some() || self.removed.is_some() {
             return;
         }
         if owed_ticks >= self.config.raft.election_timeout_ticks_min {
@@ -337,13 +312,13 @@ impl<M: StateMachine> Actor<M> {
                 tracing::warn!(node = %self.config.id, from = %envelope.from, "snapshot message without its data dropped");
             }
             Inbound::Message(envelope) => {
+                self.refusal_watch
+                    .heard_from(envelope.from, tokio::time::Instant::now());
                 let result = self.raw.step(envelope);
                 self.on_core_result(result, "step");
             }
             Inbound::Unreachable(id) => self.raw.report_unreachable(id),
-            Inbound::Refused { peer, status } => {
-                tracing::debug!(node = %self.config.id, %peer, ?status, "peer refused our handshake");
-            }
+            Inbound::Refused { peer, status } => self.on_refused(peer, status),
             Inbound::SnapshotReceived { envelope, data_path } => {
                 let Message::Snapshot(metadata) = &envelope.message else {
                     let _ = std::fs::remove_file(&data_path);
@@ -393,6 +368,10 @@ impl<M: StateMachine> Actor<M> {
                 }
                 Request::Status { .. } | Request::Shutdown { .. } => {}
             }
+            return None;
+        }
+        if self.removed.is_some() {
+            self.on_request_when_removed(request);
             return None;
         }
         if self.pending_count() >= self.config.max_pending_requests {
@@ -476,24 +455,6 @@ impl<M: StateMachine> Actor<M> {
         }
     }
 
-    fn change_membership(&mut self, mut change: ConfChange, added: AddressBook, responder: Responder<()>) {
-        let request = self.request_ids.next();
-        change.context = ChangeContext {
-            origin: self.config.id,
-            request,
-            added,
-        }
-        .encode();
-        match self.raw.propose_conf_change(&change) {
-            Ok(()) => {
-                self.pending_changes.insert(request, (Instant::now(), responder));
-            }
-            Err(error) => {
-                let _ = responder.send(Err(error::from_core(&error)));
-            }
-        }
-    }
-
     fn transfer_leader(&mut self, target: NodeId, responder: Responder<()>) {
         if self.raw.status().leader == Some(target) {
             let _ = responder.send(Ok(()));
@@ -512,6 +473,7 @@ impl<M: StateMachine> Actor<M> {
             raft: self.raw.status(),
             members: self.members.clone(),
             fatal: self.fatal.clone(),
+            removed: self.removed.clone(),
         }
     }
 
@@ -566,21 +528,6 @@ impl<M: StateMachine> Actor<M> {
             }
             ApplyEvent::Fatal(reason) => self.fail(reason),
         }
-    }
-
-    /// Replaces the address book and tells the transport.
-    fn set_members(&mut self, members: AddressBook) {
-        for id in self.members.keys() {
-            if !members.contains_key(id) {
-                self.transport.remove_peer(*id);
-            }
-        }
-        for (id, info) in &members {
-            if *id != self.config.id {
-                self.transport.set_peer(*id, &info.peer_address);
-            }
-        }
-        self.members = members;
     }
 
     fn process_ready(&mut self) {
@@ -756,53 +703,6 @@ impl<M: StateMachine> Actor<M> {
                 self.fail_write(request, error());
             }
         }
-    }
-
-    /// Applies membership changes as they are handed out (in log order),
-    /// then passes everything to the applier.
-    fn hand_out_committed(&mut self, entries: Vec<keel::Entry>) {
-        let mut memberships = Vec::new();
-        for entry in entries.iter().filter(|entry| entry.kind.is_conf_change()) {
-            let change = match ConfChange::decode(&entry.data) {
-                Ok(change) => change,
-                Err(error) => {
-                    return self.fail(format!(
-                        "committed entry {} is not a membership change: {error}",
-                        entry.log_id()
-                    ))
-                }
-            };
-            let context = ChangeContext::decode(change.context.clone());
-            let outcome = self.raw.apply_conf_change(&change);
-            let reply = match outcome {
-                Ok(conf_state) => {
-                    let mut members = self.members.clone();
-                    if let Some(context) = &context {
-                        members.extend(context.added.clone());
-                    }
-                    let keep = conf_state.members();
-                    members.retain(|id, _| keep.contains(id));
-                    tracing::info!(
-                        node = %self.config.id,
-                        index = %entry.index,
-                        voters = ?conf_state.voters(),
-                        learners = ?conf_state.learners(),
-                        "membership change applied"
-                    );
-                    self.set_members(members);
-                    memberships.push((entry.index, conf_state, self.members.clone()));
-                    Ok(())
-                }
-                Err(error) if error.is_fatal() => return self.fail(format!("membership change: {error}")),
-                Err(error) => Err(NodeError::Refused(error.to_string())),
-            };
-            if let Some(context) = context.filter(|context| context.origin == self.config.id) {
-                if let Some((_, responder)) = self.pending_changes.remove(&context.request) {
-                    self.changes_awaiting_apply.push((entry.index, responder, reply));
-                }
-            }
-        }
-        let _ = self.applier.send(ApplyJob::Entries { entries, memberships });
     }
 
     fn on_leadership_change(&mut self) {
