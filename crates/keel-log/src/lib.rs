@@ -76,15 +76,19 @@
 //! another without gap or repeat (a repeat needs a truncate record before
 //! it) and that terms never decrease.
 //!
-//! A damaged record at the end of the **last** segment with no intact
-//! record after it is a torn write — a crash during a batch that was never
-//! acknowledged — and is cut off ([`LogStore::recovered_torn_tail`]). Any
-//! other damage refuses to open with [`LogError::Corruption`], naming the
-//! file and the offset: entries that may have been acknowledged are never
-//! dropped silently. One case cannot be told apart from a torn write: a bit
-//! flipped in the very last record of the log, after it was synced. No log
-//! format can tell these apart without a second sync per batch; keel-log
-//! treats it as torn (as etcd's WAL does).
+//! A crash during a batch that was never synced leaves the end of the
+//! **last** segment torn: its last record cut short, or — where the file's
+//! new size reached the disk before its data — some of the record's sectors
+//! reading as zeros. Such a tail, with no intact record after it, is cut off
+//! ([`LogStore::recovered_torn_tail`]); it was never acknowledged. Any other
+//! damage refuses to open with [`LogError::Corruption`], naming the file and
+//! the offset: entries that may have been acknowledged are never dropped
+//! silently. That includes a last record whose full length is there, with
+//! no zeroed sector, and whose checksum fails: no crash leaves that shape,
+//! so its bytes reached the disk and changed afterwards. etcd's WAL draws
+//! the same line. One case cannot be told apart from a torn write: damage
+//! that zeroes a whole sector of the very last record (or its type byte,
+//! when every byte after that is zero).
 //!
 //! ## Failures
 //!
@@ -131,6 +135,7 @@ mod recovery;
 mod snapshot;
 mod state;
 mod store;
+mod tail;
 
 pub use check::{check, HealthReport};
 pub use config::LogConfig;

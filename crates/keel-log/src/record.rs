@@ -128,6 +128,23 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed<'_> {
     }
 }
 
+/// Whether `bytes` — from a record's start to the end of its file, fewer
+/// than its length field claims — are one whole record whose length field
+/// alone is damaged: the checksum matches once the length is taken as the
+/// bytes really there. A write cut short never passes this (the checksum
+/// covers the length it was written with), so it tells a flipped length bit
+/// in synced data from a torn write.
+pub(crate) fn is_whole_with_damaged_length(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.get(..HEADER_BYTES) else {
+        return false;
+    };
+    let Ok(actual_length) = u32::try_from(bytes.len() - HEADER_BYTES) else {
+        return false;
+    };
+    let stored_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    checksum(&actual_length.to_le_bytes(), header[8], &bytes[HEADER_BYTES..]) == stored_crc
+}
+
 fn checksum(length_bytes: &[u8], record_type: u8, payload: &[u8]) -> u32 {
     let crc = crc32c::crc32c(length_bytes);
     let crc = crc32c::crc32c_append(crc, &[record_type]);

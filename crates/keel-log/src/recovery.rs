@@ -1,5 +1,6 @@
 //! Reading a log directory back: replay every segment, cut a torn tail off
-//! the last one, refuse anything else that is damaged.
+//! the last one (see [`crate::tail`] for what counts as torn), refuse
+//! anything else that is damaged.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use crate::error::LogError;
 use crate::fs::{child, read_whole_file, FileSystem};
 use crate::record::{self, Parsed, Record};
 use crate::state::{Location, LogState};
+use crate::tail::{self, DamagedTail};
 
 const SEGMENT_SUFFIX: &str = ".wal";
 const SEGMENT_DIGITS: usize = 20;
@@ -72,7 +74,8 @@ impl SegmentSummary {
 }
 
 /// A partly written record at the end of the last segment: what a crash
-/// during a write leaves. It was never acknowledged, so it is cut off.
+/// during a write leaves (the record cut short, or some of its sectors
+/// zeros). It was never synced, so never acknowledged, and is cut off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {
     path: PathBuf,
@@ -205,8 +208,14 @@ impl Replay {
                     payload,
                     total_bytes,
                 } => (record_type, payload, total_bytes),
-                Parsed::Incomplete if is_last && !any_valid_record_after(&contents, offset) => break,
-                Parsed::Invalid(_) if is_last && !any_valid_record_after(&contents, offset) => break,
+                Parsed::Incomplete | Parsed::Invalid(_)
+                    if is_last && !any_valid_record_after(&contents, offset) =>
+                {
+                    match tail::classify(&contents, offset) {
+                        DamagedTail::Torn => break,
+                        DamagedTail::Corrupt(reason) => return Err(corruption(offset, reason)),
+                    }
+                }
                 Parsed::Incomplete => {
                     return Err(corruption(
                         offset,

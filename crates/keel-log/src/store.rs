@@ -209,13 +209,16 @@ impl LogStore {
     /// Opens (or creates) the log in `directory` on `file_system`.
     ///
     /// Replays every segment. A torn record at the end of the last segment
-    /// (a crash during a write that was never acknowledged) is cut off and
-    /// reported by [`LogStore::recovered_torn_tail`].
+    /// (a crash during a write that was never acknowledged: the record cut
+    /// short, or zeroed sectors) is cut off and reported by
+    /// [`LogStore::recovered_torn_tail`].
     ///
     /// # Errors
     /// [`LogError::Corruption`], naming the file and offset, for a bad
-    /// checksum anywhere else, a gap, a duplicated or out-of-order index, a
-    /// missing segment; [`LogError::Io`] if the disk fails.
+    /// checksum anywhere else (the last record included, when it is complete
+    /// and not zeroed: that is synced data damaged, not a torn write), a gap,
+    /// a duplicated or out-of-order index, a missing segment;
+    /// [`LogError::Io`] if the disk fails.
     pub fn open_with_file_system(
         file_system: Arc<dyn FileSystem>,
         directory: impl AsRef<Path>,

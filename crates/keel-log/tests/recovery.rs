@@ -1,6 +1,7 @@
 //! Goal: each kind of damage and each disk failure named in the design has
-//! the documented outcome — torn tails cut and reported, gaps, duplicates
-//! and missing segments refused with the file and offset named, ENOSPC and
+//! the documented outcome — torn tails cut and reported; damaged complete
+//! last records, gaps, duplicates and missing segments refused with the
+//! file and offset named; ENOSPC and
 //! EIO fatal for writes without a retry — and compaction frees whole
 //! segments.
 
@@ -117,6 +118,92 @@ fn garbage_after_the_last_record_is_a_torn_tail() {
     assert_eq!(torn_tail.length_bytes(), 706);
     assert_eq!(file_system.file_contents(&path).unwrap().len(), intact_length);
     assert_eq!(store.last_index().unwrap(), Index::new(3));
+}
+
+/// A log of entries 1..=3 and one last entry of `data_bytes` bytes of 0x5A;
+/// returns the file system, the segment and the last record's offset.
+fn log_ending_in_a_big_entry(seed: u64, data_bytes: usize) -> (Arc<MemoryFileSystem>, PathBuf, usize) {
+    let file_system = Arc::new(MemoryFileSystem::new(seed));
+    let mut store = open(&file_system, LogConfig::default()).unwrap();
+    store.append(&entries(1, 1, 3)).unwrap();
+    let big = keel::Entry::new(
+        Term::new(1),
+        Index::new(4),
+        keel::EntryKind::Normal,
+        bytes::Bytes::from(vec![0x5A; data_bytes]),
+    );
+    store.append(std::slice::from_ref(&big)).unwrap();
+    drop(store);
+    let path = segment_paths(&file_system)[0].clone();
+    let contents = file_system.file_contents(&path).unwrap();
+    let (offset, length) = *records(&contents).last().unwrap();
+    assert_eq!(offset + length, contents.len());
+    (file_system, path, offset)
+}
+
+#[test]
+fn a_complete_last_record_with_a_bad_checksum_is_refused_not_cut_off() {
+    // Goal: a synced record that changed afterwards is never dropped as if
+    // it were a torn write: its full length is there and no sector of it
+    // is zeroed, which no crash leaves. (It was acknowledged: the append
+    // returned.)
+    let (file_system, path, offset) = log_ending_in_a_big_entry(15, 2000);
+    let length = file_system.file_contents(&path).unwrap().len();
+    assert!(file_system.flip_bit(&path, (offset + 700) as u64, 3));
+    let error = open(&file_system, LogConfig::default()).unwrap_err();
+    match &error {
+        LogError::Corruption {
+            path: named,
+            offset: at,
+            reason,
+        } => {
+            assert_eq!(named, &path);
+            assert_eq!(*at, offset as u64);
+            assert!(
+                reason.contains("complete") && reason.contains("not a torn write"),
+                "{reason}"
+            );
+        }
+        other => panic!("the damaged last record was not refused: {other}"),
+    }
+    assert_eq!(
+        file_system.file_contents(&path).unwrap().len(),
+        length,
+        "the refused open cut the file"
+    );
+    let checked = check(file_system.as_ref(), Path::new(DIRECTORY)).unwrap_err();
+    assert!(matches!(checked, LogError::Corruption { .. }), "{checked}");
+}
+
+#[test]
+fn a_flipped_length_bit_in_the_last_record_is_refused_not_cut_off() {
+    // Goal: a length that grew by a flipped bit makes the last record look
+    // cut short, but its checksum matches the bytes really there.
+    let (file_system, path, offset) = log_ending_in_a_big_entry(16, 2000);
+    assert!(file_system.flip_bit(&path, (offset + 2) as u64, 0));
+    let error = open(&file_system, LogConfig::default()).unwrap_err();
+    assert!(
+        matches!(&error, LogError::Corruption { offset: at, reason, .. } if *at == offset as u64 && reason.contains("length")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_complete_last_record_zero_filled_from_a_sector_edge_is_still_a_torn_tail() {
+    // Goal: the file's size reached the disk but its last sectors did not
+    // (they read as zeros): a torn write, cut off as before.
+    let (file_system, path, offset) = log_ending_in_a_big_entry(17, 2000);
+    let mut contents = file_system.file_contents(&path).unwrap();
+    let length = contents.len();
+    let sector_edge = (offset / 512 + 2) * 512;
+    contents[sector_edge..].fill(0);
+    file_system.write_file_durably(&path, &contents);
+    let store = open(&file_system, LogConfig::default()).unwrap();
+    let torn_tail = store.recovered_torn_tail().unwrap();
+    assert_eq!(torn_tail.offset(), offset as u64);
+    assert_eq!(torn_tail.length_bytes(), (length - offset) as u64);
+    assert_eq!(store.last_index().unwrap(), Index::new(3));
+    assert_eq!(file_system.file_contents(&path).unwrap().len(), offset);
 }
 
 #[test]
