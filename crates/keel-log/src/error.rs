@@ -6,6 +6,18 @@ use std::sync::Arc;
 
 use keel::{Index, StorageError};
 
+/// What to do about a log that refuses to open, for messages: the member
+/// must be restored from its peers, as the README's "Restoring a damaged
+/// member" describes.
+///
+/// ```
+/// assert!(keel_log::RESTORE_ADVICE.contains("crates/keel-log/README.md"));
+/// ```
+pub const RESTORE_ADVICE: &str = "This member's data cannot be trusted and must not be repaired in place: \
+     stop the node, move its data directory aside, remove the member from the cluster and add it back \
+     with an empty data directory (it catches up from the leader's snapshot); \
+     see \"Restoring a damaged member\" in keel-log's README (crates/keel-log/README.md)";
+
 /// Everything a [`LogStore`](crate::LogStore) or
 /// [`SnapshotStore`](crate::SnapshotStore) call can fail with.
 ///
@@ -29,8 +41,21 @@ pub enum LogError {
         source: io::Error,
     },
     /// The data on disk is damaged or inconsistent; the store refuses to open
-    /// rather than drop entries that may have been acknowledged.
-    #[error("corrupt log at {}, offset {offset}: {reason}", path.display())]
+    /// rather than drop entries that may have been acknowledged. The message
+    /// ends with what to do next ([`RESTORE_ADVICE`]).
+    ///
+    /// ```
+    /// use keel_log::LogError;
+    /// let error = LogError::Corruption {
+    ///     path: "/data/log/00000000000000000001.wal".into(),
+    ///     offset: 4096,
+    ///     reason: "checksum mismatch".into(),
+    /// };
+    /// let message = error.to_string();
+    /// assert!(message.starts_with("corrupt log at /data/log/00000000000000000001.wal, offset 4096"));
+    /// assert!(message.contains("Restoring a damaged member"));
+    /// ```
+    #[error("corrupt log at {}, offset {offset}: {reason}. {RESTORE_ADVICE}", path.display())]
     Corruption {
         /// The damaged file.
         path: PathBuf,

@@ -90,6 +90,10 @@
 //! that zeroes a whole sector of the very last record (or its type byte,
 //! when every byte after that is zero).
 //!
+//! A member whose log refuses to open must be restored from its peers, not
+//! repaired in place: see "Restoring a damaged member" in the crate's
+//! README, which [`LogError::Corruption`]'s message points to.
+//!
 //! ## Failures
 //!
 //! A failed write or `fdatasync` is fatal for the store: after it, what the
@@ -139,7 +143,7 @@ mod tail;
 
 pub use check::{check, HealthReport};
 pub use config::LogConfig;
-pub use error::LogError;
+pub use error::{LogError, RESTORE_ADVICE};
 pub use recovery::{SegmentSummary, TornTail};
 pub use snapshot::{SnapshotInfo, SnapshotReader, SnapshotStore};
 pub use store::{DurableState, LogStore, WriteBatch};

@@ -166,6 +166,10 @@ fn a_complete_last_record_with_a_bad_checksum_is_refused_not_cut_off() {
         }
         other => panic!("the damaged last record was not refused: {other}"),
     }
+    assert!(
+        error.to_string().contains("Restoring a damaged member"),
+        "{error}"
+    );
     assert_eq!(
         file_system.file_contents(&path).unwrap().len(),
         length,
