@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use keel::testing::entries;
@@ -422,47 +421,6 @@ fn reads_from_disk_match_reads_from_the_cache() {
             uncached.entries(low, high, max_bytes).unwrap()
         );
     }
-}
-
-#[test]
-fn the_check_command_reports_health_and_damage() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut store = LogStore::open(directory.path(), small_segments()).unwrap();
-    for index in 1..=30 {
-        store.append(&entries(1, index, index)).unwrap();
-    }
-    drop(store);
-    let binary = env!("CARGO_BIN_EXE_keel-log");
-    let healthy = Command::new(binary)
-        .arg("check")
-        .arg(directory.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&healthy.stdout);
-    assert!(healthy.status.success(), "{text}");
-    assert!(text.contains("log: entries 1..=30"), "{text}");
-    assert!(text.contains("status: healthy"), "{text}");
-    // Damage a record in the middle of the first segment.
-    let mut segments: Vec<_> = std::fs::read_dir(directory.path())
-        .unwrap()
-        .map(|item| item.unwrap().path())
-        .collect();
-    segments.sort();
-    let mut contents = std::fs::read(&segments[0]).unwrap();
-    let middle = contents.len() / 2;
-    contents[middle] ^= 0x10;
-    std::fs::write(&segments[0], &contents).unwrap();
-    let damaged = Command::new(binary)
-        .arg("check")
-        .arg(directory.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&damaged.stdout);
-    assert_eq!(damaged.status.code(), Some(1), "{text}");
-    assert!(text.contains(&segments[0].display().to_string()), "{text}");
-    assert!(text.contains("offset"), "{text}");
-    let usage = Command::new(binary).arg("bogus").output().unwrap();
-    assert_eq!(usage.status.code(), Some(2));
 }
 
 #[test]
