@@ -58,9 +58,9 @@ struct Arguments {
     /// `report_snapshot` contract prevents).
     #[arg(long)]
     no_snapshot_reports: bool,
-    /// Plant a known protocol bug (needs `--features drill`): one of
-    /// CommitEarlierTermByCounting, VoteWithoutLogCheck, ForgetToPersistVote,
-    /// ApplyBeforeCommit, ReadIndexWithoutHeartbeat.
+    /// Plant a known protocol bug (needs `--features drill`): a name of
+    /// `keel::PlantedBug`, e.g. ReadIndexWithoutHeartbeat, LeaseIgnoresPause,
+    /// SendBeforeTermDurable (an unknown name lists them all).
     #[cfg(feature = "drill")]
     #[arg(long)]
     planted_bug: Option<String>,
