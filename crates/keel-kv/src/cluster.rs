@@ -26,10 +26,23 @@ pub struct LocalNode {
 }
 
 /// The saved layout of a local cluster.
+///
+/// ```
+/// let layout: keel_kv::cluster::Layout = serde_json::from_str(
+///     r#"{"nodes":[{"id":1,"peer_addr":"127.0.0.1:7001","client_addr":"127.0.0.1:8001"}]}"#,
+/// ).unwrap();
+/// assert_eq!(layout.initial_cluster_token, None, "saved before tokens");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     /// Every node.
     pub nodes: Vec<LocalNode>,
+    /// The `--initial-cluster-token` the nodes were founded with: drawn at
+    /// random when the layout is made (or first used without one), so that
+    /// two local clusters, even on the same ports, have different cluster
+    /// ids and refuse each other's nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_cluster_token: Option<String>,
 }
 
 const LAYOUT_FILE: &str = "cluster.json";
@@ -82,10 +95,17 @@ pub fn load_or_create_layout(options: &ClusterOptions) -> Result<Layout, String>
     if path.exists() {
         let text =
             std::fs::read_to_string(&path).map_err(|error| format!("reading {}: {error}", path.display()))?;
-        let layout: Layout =
+        let mut layout: Layout =
             serde_json::from_str(&text).map_err(|error| format!("{} is damaged: {error}", path.display()))?;
         if layout.nodes.is_empty() {
             return Err(format!("{} lists no nodes", path.display()));
+        }
+        if layout.initial_cluster_token.is_none() {
+            // Saved before tokens: nodes founded then keep their cluster
+            // id (their data directories predate CLUSTER_ID); the token is
+            // for nodes founded from now on.
+            layout.initial_cluster_token = Some(new_token());
+            save_layout(&path, &layout)?;
         }
         return Ok(layout);
     }
@@ -114,10 +134,34 @@ pub fn load_or_create_layout(options: &ClusterOptions) -> Result<Layout, String>
             client_addr: format!("127.0.0.1:{client}"),
         });
     }
-    let layout = Layout { nodes };
-    let text = serde_json::to_string_pretty(&layout).map_err(|error| error.to_string())?;
-    std::fs::write(&path, text).map_err(|error| format!("writing {}: {error}", path.display()))?;
+    let layout = Layout {
+        nodes,
+        initial_cluster_token: Some(new_token()),
+    };
+    save_layout(&path, &layout)?;
     Ok(layout)
+}
+
+fn save_layout(path: &Path, layout: &Layout) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(layout).map_err(|error| error.to_string())?;
+    std::fs::write(path, text).map_err(|error| format!("writing {}: {error}", path.display()))
+}
+
+/// A token no other local cluster has: 128 bits from the operating
+/// system's random source (or, failing that, the time and process id,
+/// which still differ between runs).
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut source| std::io::Read::read_exact(&mut source, &mut bytes));
+    if random.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        bytes = (nanos ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("keel-local-{hex}")
 }
 
 /// The `serve` arguments of node `node` in `layout`.
@@ -127,7 +171,7 @@ pub fn serve_arguments(layout: &Layout, node: &LocalNode, data_dir: &Path, log_f
         .iter()
         .map(|other| format!("{}={}", other.id, other.peer_addr))
         .collect();
-    vec![
+    let mut arguments: Vec<String> = vec![
         "serve".into(),
         "--id".into(),
         node.id.to_string(),
@@ -139,9 +183,12 @@ pub fn serve_arguments(layout: &Layout, node: &LocalNode, data_dir: &Path, log_f
         node.client_addr.clone(),
         "--initial-cluster".into(),
         initial.join(","),
-        "--log-format".into(),
-        log_format.into(),
-    ]
+    ];
+    if let Some(token) = &layout.initial_cluster_token {
+        arguments.extend(["--initial-cluster-token".into(), token.clone()]);
+    }
+    arguments.extend(["--log-format".into(), log_format.into()]);
+    arguments
 }
 
 /// Asks a child to stop (SIGTERM), then kills it if it has not within

@@ -12,13 +12,15 @@
 //! - [`client`]: a small HTTP client for the API.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
 //! - [`cluster`]: `keel-kv cluster`, a local cluster of child processes.
+//! - [`cluster_identity`]: which cluster a node belongs to (the cluster id
+//!   in `<data dir>/CLUSTER_ID`).
 //! - [`bench`](mod@bench): `keel-kv bench`, a closed-loop load generator.
 //!
 //! A one-node server in a test, over keel-node's in-process network:
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use keel_kv::api::ApiLimits;
+//! use keel_kv::api::{ApiLimits, ApiState};
 //! use keel_kv::server::{start_node, HttpServer, NodeOptions};
 //!
 //! let network = keel_node::LocalNetwork::new("/tmp/kv-spool");
@@ -28,7 +30,7 @@
 //! options.initial_cluster = Some(vec![(1, "local:1".into())]);
 //! let node = start_node(&options, transport, receiver).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
-//! let server = HttpServer::start(listener, node, ApiLimits::default())?;
+//! let server = HttpServer::start(listener, ApiState::new(node, ApiLimits::default()))?;
 //! println!("serving on {}", server.local_addr());
 //! # Ok(())
 //! # }
@@ -40,6 +42,7 @@ pub mod api;
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod cluster_identity;
 pub mod metrics;
 mod parse_errors;
 pub mod server;

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::{router, ApiLimits, ApiState, MemberMetadata};
+use crate::api::{router, ApiState, MemberMetadata};
 use crate::parse_errors::JsonParseErrors;
 use crate::store::KvStore;
 
@@ -274,16 +274,24 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Serves the API of `node` on `listener`.
-    pub fn start(
-        listener: TcpListener,
-        node: NodeHandle<KvStore>,
-        limits: ApiLimits,
-    ) -> std::io::Result<Self> {
+    /// Serves the API of `state` (a node, its limits) on `listener`.
+    ///
+    /// ```no_run
+    /// # async fn run(node: keel_node::NodeHandle<keel_kv::store::KvStore>) -> std::io::Result<()> {
+    /// use keel_kv::api::{ApiLimits, ApiState};
+    /// use keel_kv::server::HttpServer;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let server = HttpServer::start(listener, ApiState::new(node, ApiLimits::default()))?;
+    /// println!("serving on {}", server.local_addr());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start(listener: TcpListener, state: ApiState) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        let app = router(ApiState::new(node, limits));
-        let task = tokio::spawn(accept_loop(listener, app, limits.header_read_timeout, stopped));
+        let header_read_timeout = state.limits().header_read_timeout;
+        let app = router(state);
+        let task = tokio::spawn(accept_loop(listener, app, header_read_timeout, stopped));
         Ok(HttpServer {
             local_addr,
             stop,

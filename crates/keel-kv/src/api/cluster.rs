@@ -31,10 +31,23 @@ pub struct MemberView {
 }
 
 /// `GET /v1/cluster`: this node's view of the cluster.
+///
+/// ```
+/// let view: keel_kv::api::ClusterView = serde_json::from_str(
+///     r#"{"id":3,"cluster_id":"92f597ddcab1a84d","role":"follower","term":4,"leader":1,
+///         "commit_index":9,"applied_index":9,"members":[]}"#,
+/// ).unwrap();
+/// assert_eq!(view.cluster_id.as_deref(), Some("92f597ddcab1a84d"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
     /// This node's id.
     pub id: u64,
+    /// The cluster's id (16 hex digits), which peers handshake with; what
+    /// `serve --join --cluster-id` needs. `null` when the server was not
+    /// told (an in-process server).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     /// `leader`, `follower`, `candidate` or `pre_candidate`.
     pub role: String,
     /// The current term.
@@ -58,8 +71,17 @@ fn role_name(role: Role) -> String {
     }
 }
 
-/// Builds the cluster view from a node's status.
-pub fn cluster_view(status: &NodeStatus) -> ClusterView {
+/// Builds the cluster view from a node's status, with the cluster's id
+/// when known.
+///
+/// ```no_run
+/// # async fn run(node: keel_node::NodeHandle<keel_kv::store::KvStore>) -> Result<(), keel_node::NodeError> {
+/// let view = keel_kv::api::cluster_view(&node.status().await?, Some(0x2a));
+/// assert_eq!(view.cluster_id.as_deref(), Some("000000000000002a"));
+/// # Ok(())
+/// # }
+/// ```
+pub fn cluster_view(status: &NodeStatus, cluster_id: Option<u64>) -> ClusterView {
     let raft = &status.raft;
     let conf = &raft.conf_state;
     let mut members: BTreeMap<NodeId, &'static str> = BTreeMap::new();
@@ -85,6 +107,7 @@ pub fn cluster_view(status: &NodeStatus) -> ClusterView {
         .collect();
     ClusterView {
         id: raft.id.get(),
+        cluster_id: cluster_id.map(crate::cluster_identity::format_cluster_id),
         role: role_name(raft.role),
         term: raft.hard_state.term.get(),
         leader: raft.leader.map(|id| id.get()),
@@ -102,7 +125,7 @@ pub(super) async fn status(state: &ApiState) -> ApiResult<NodeStatus> {
 }
 
 pub(super) async fn get_cluster(State(state): State<ApiState>) -> ApiResult<Json<ClusterView>> {
-    Ok(Json(cluster_view(&status(&state).await?)))
+    Ok(Json(cluster_view(&status(&state).await?, state.cluster_id)))
 }
 
 /// The body of `POST /v1/cluster/members`.

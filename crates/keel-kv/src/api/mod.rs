@@ -114,6 +114,8 @@ pub struct ApiState {
     /// One permit per body byte held in memory.
     body_budget: Arc<Semaphore>,
     metrics: Arc<HttpMetrics>,
+    /// Reported in `GET /v1/cluster`, when known.
+    cluster_id: Option<u64>,
 }
 
 impl ApiState {
@@ -129,7 +131,27 @@ impl ApiState {
             in_flight: Arc::new(Semaphore::new(limits.requests_in_flight_max.max(1))),
             body_budget: Arc::new(Semaphore::new(body_bytes)),
             metrics: Arc::new(HttpMetrics::default()),
+            cluster_id: None,
         }
+    }
+
+    /// The limits this state enforces.
+    pub(crate) fn limits(&self) -> &ApiLimits {
+        &self.limits
+    }
+
+    /// Reports `cluster_id` (the id peers handshake with) in
+    /// `GET /v1/cluster`.
+    ///
+    /// ```no_run
+    /// # fn run(node: keel_node::NodeHandle<keel_kv::store::KvStore>) {
+    /// use keel_kv::api::{ApiLimits, ApiState};
+    /// let state = ApiState::new(node, ApiLimits::default()).with_cluster_id(0x92f5_97dd_cab1_a84d);
+    /// # }
+    /// ```
+    pub fn with_cluster_id(mut self, cluster_id: u64) -> Self {
+        self.cluster_id = Some(cluster_id);
+        self
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::Method;
 use keel::NodeId;
-use keel_kv::api::ApiLimits;
+use keel_kv::api::{ApiLimits, ApiState};
 use keel_kv::client::{encode_key, HttpResponse, KvClient};
 use keel_kv::server::{start_node, HttpServer, NodeOptions};
 use keel_kv::store::KvStore;
@@ -87,7 +87,7 @@ impl Cluster {
         let (sender, receiver) = inbound_channel();
         let transport = self.network.join(NodeId::new(id), sender);
         let node = start_node(&options, transport, receiver).await.unwrap();
-        let server = HttpServer::start(listener, node.clone(), self.limits).unwrap();
+        let server = HttpServer::start(listener, ApiState::new(node.clone(), self.limits)).unwrap();
         let client = KvClient::new(&[client_addr], Duration::from_secs(10));
         self.members.insert(id, Member { node, server, client });
     }

@@ -2,6 +2,8 @@
 //! cluster on loopback, each node killed (SIGKILL), paused (SIGSTOP) and
 //! resumed (SIGCONT) as a failing machine would be.
 
+#![allow(dead_code)] // each test binary uses a subset
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,12 +28,63 @@ pub struct NodeProcess {
     arguments: Vec<String>,
     /// Where it serves the HTTP API.
     pub client_addr: String,
+    /// Where peers reach it.
+    pub peer_addr: String,
     log_path: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
 
 impl NodeProcess {
+    /// Starts `keel-kv` with `arguments` as node `id`, its output in
+    /// `log_path`.
+    pub fn spawn(id: u64, arguments: Vec<String>, addresses: (String, String), log_path: PathBuf) -> Self {
+        let (peer_addr, client_addr) = addresses;
+        let mut node = NodeProcess {
+            id,
+            arguments,
+            client_addr,
+            peer_addr,
+            log_path,
+            child: None,
+            paused: false,
+        };
+        node.start();
+        node
+    }
+
+    /// The arguments it runs with.
+    pub fn arguments(&self) -> &[String] {
+        &self.arguments
+    }
+
+    /// Replaces the arguments of its next start.
+    pub fn set_arguments(&mut self, arguments: Vec<String>) {
+        self.arguments = arguments;
+    }
+
+    /// Waits up to `within` for the process to exit by itself; its exit
+    /// status, or `None` if it still runs.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut().expect("the process was started");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// Starts the process (again, after a kill) with its arguments.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.id);
@@ -94,57 +147,67 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free loopback address (`127.0.0.1:port`).
+pub fn free_address() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// The `serve` arguments of node `id` with data in `directory/node-<id>`,
+/// reached at `addresses` (peer, client): 50 ms heartbeats (the tick),
+/// [`ELECTION_TIMEOUT`], JSON logs. Add `--initial-cluster` or `--join`.
+pub fn serve_arguments(id: u64, directory: &Path, addresses: (&str, &str)) -> Vec<String> {
+    let (peer, client) = addresses;
+    [
+        "serve",
+        "--id",
+        &id.to_string(),
+        "--data-dir",
+        &directory.join(format!("node-{id}")).display().to_string(),
+        "--peer-addr",
+        peer,
+        "--client-addr",
+        client,
+        "--heartbeat-ms",
+        "50",
+        "--election-timeout-ms",
+        &ELECTION_TIMEOUT.as_millis().to_string(),
+        "--request-timeout-ms",
+        "2000",
+        "--snapshot-interval-entries",
+        "300",
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]
+    .iter()
+    .map(|argument| argument.to_string())
+    .collect()
+}
+
 /// Starts a founding cluster of [`NODES`] processes with data under
-/// `directory`: 50 ms heartbeats (the tick), [`ELECTION_TIMEOUT`], JSON logs
-/// in `directory/node-<id>.log`.
+/// `directory`: see [`serve_arguments`]; logs in `directory/node-<id>.log`.
 pub fn start_cluster(directory: &Path) -> Vec<NodeProcess> {
-    let ports: Vec<(u16, u16)> = (0..NODES).map(|_| (free_port(), free_port())).collect();
-    let initial: Vec<String> = ports
+    start_cluster_with(directory, &[])
+}
+
+/// [`start_cluster`], with `extra` arguments for every node (a token, say).
+pub fn start_cluster_with(directory: &Path, extra: &[&str]) -> Vec<NodeProcess> {
+    std::fs::create_dir_all(directory).unwrap();
+    let addresses: Vec<(String, String)> = (0..NODES).map(|_| (free_address(), free_address())).collect();
+    let initial: Vec<String> = addresses
         .iter()
         .enumerate()
-        .map(|(index, (peer, _))| format!("{}=127.0.0.1:{peer}", index + 1))
+        .map(|(index, (peer, _))| format!("{}={peer}", index + 1))
         .collect();
     let mut nodes = Vec::new();
-    for (index, (peer, client)) in ports.iter().enumerate() {
+    for (index, (peer, client)) in addresses.into_iter().enumerate() {
         let id = index as u64 + 1;
-        let arguments: Vec<String> = [
-            "serve",
-            "--id",
-            &id.to_string(),
-            "--data-dir",
-            &directory.join(format!("node-{id}")).display().to_string(),
-            "--peer-addr",
-            &format!("127.0.0.1:{peer}"),
-            "--client-addr",
-            &format!("127.0.0.1:{client}"),
-            "--initial-cluster",
-            &initial.join(","),
-            "--heartbeat-ms",
-            "50",
-            "--election-timeout-ms",
-            &ELECTION_TIMEOUT.as_millis().to_string(),
-            "--request-timeout-ms",
-            "2000",
-            "--snapshot-interval-entries",
-            "300",
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ]
-        .iter()
-        .map(|argument| argument.to_string())
-        .collect();
-        let mut node = NodeProcess {
-            id,
-            arguments,
-            client_addr: format!("127.0.0.1:{client}"),
-            log_path: directory.join(format!("node-{id}.log")),
-            child: None,
-            paused: false,
-        };
-        node.start();
-        nodes.push(node);
+        let mut arguments = serve_arguments(id, directory, (&peer, &client));
+        arguments.extend(["--initial-cluster".to_string(), initial.join(",")]);
+        arguments.extend(extra.iter().map(|argument| argument.to_string()));
+        let log_path = directory.join(format!("node-{id}.log"));
+        nodes.push(NodeProcess::spawn(id, arguments, (peer, client), log_path));
     }
     nodes
 }

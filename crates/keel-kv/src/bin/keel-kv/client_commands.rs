@@ -208,8 +208,10 @@ async fn status(target: &Target) -> Result<(), Failure> {
         .leader
         .map_or_else(|| "none known".to_string(), |leader| format!("node {leader}"));
     println!(
-        "leader: {leader}   term: {}   commit index: {}",
-        view.term, view.commit_index
+        "cluster id: {}   leader: {leader}   term: {}   commit index: {}",
+        view.cluster_id.as_deref().unwrap_or("?"),
+        view.term,
+        view.commit_index
     );
     println!(
         "{:<4} {:<8} {:<14} {:<22} {:<22} {:>8} {:>8}",

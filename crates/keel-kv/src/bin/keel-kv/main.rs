@@ -6,6 +6,7 @@
 mod client_commands;
 mod logging;
 mod serve;
+mod serve_flags;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,8 @@ use keel_kv::cluster::{self, ClusterOptions};
 
 use crate::client_commands::client_command;
 use crate::logging::{log_format_name, LogFormat};
-use crate::serve::{serve, ServeArgs};
+use crate::serve::serve;
+use crate::serve_flags::ServeArgs;
 
 const EXIT_CODES: &str = "\
 Exit codes of the client commands:
@@ -39,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Commands {
     /// Run one node of a cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster of N nodes on loopback (Ctrl-C stops it).
     Cluster(ClusterArgs),
     /// Set a key.
@@ -275,9 +277,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Commands) -> Result<(), Failure> {
     match command {
-        Commands::Serve(args) => serve(args)
-            .await
-            .map_err(|message| Failure::new(3, format!("error: {message}"))),
+        Commands::Serve(args) => serve(*args).await,
         Commands::Cluster(args) => {
             let options = ClusterOptions {
                 nodes: args.nodes,
