@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use crate::client::KvClient;
+use crate::server::EXIT_STATUS_REMOVED;
 
 /// One node of the layout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +376,12 @@ async fn supervise(
                     continue;
                 };
                 member.child = None;
+                if status.code() == Some(i32::from(EXIT_STATUS_REMOVED)) {
+                    // Restarting it would only make it exit again.
+                    println!("node {id} was removed from the cluster ({status}); it is not restarted");
+                    member.restart_at = None;
+                    continue;
+                }
                 let ran = now.duration_since(member.started);
                 member.quick_exits = if ran < QUICK_EXIT {
                     member.quick_exits + 1

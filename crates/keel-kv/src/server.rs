@@ -22,6 +22,25 @@ use crate::api::{router, ApiState, MemberMetadata};
 use crate::parse_errors::JsonParseErrors;
 use crate::store::KvStore;
 
+/// The exit status of `keel-kv serve` when its node stopped after a fatal
+/// error (a failed disk write, a full disk, a panic in the state machine):
+/// the process exits so that a supervisor restarts it, and the restarted
+/// node recovers from its data directory once the cause is fixed.
+///
+/// ```
+/// assert_eq!(keel_kv::server::EXIT_STATUS_FATAL, 4);
+/// ```
+pub const EXIT_STATUS_FATAL: u8 = 4;
+
+/// The exit status of `keel-kv serve` when its node learned that it was
+/// removed from the cluster: a supervisor should not restart it (on the
+/// same data directory it would exit again at once).
+///
+/// ```
+/// assert_eq!(keel_kv::server::EXIT_STATUS_REMOVED, 5);
+/// ```
+pub const EXIT_STATUS_REMOVED: u8 = 5;
+
 /// How to run one node.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {

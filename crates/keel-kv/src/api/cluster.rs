@@ -35,7 +35,7 @@ pub struct MemberView {
 /// ```
 /// let view: keel_kv::api::ClusterView = serde_json::from_str(
 ///     r#"{"id":3,"cluster_id":"92f597ddcab1a84d","role":"follower","term":4,"leader":1,
-///         "commit_index":9,"applied_index":9,"members":[]}"#,
+///         "commit_index":9,"applied_index":9,"removed":false,"members":[]}"#,
 /// ).unwrap();
 /// assert_eq!(view.cluster_id.as_deref(), Some("92f597ddcab1a84d"));
 /// ```
@@ -58,6 +58,11 @@ pub struct ClusterView {
     pub commit_index: u64,
     /// The highest index applied.
     pub applied_index: u64,
+    /// Whether this node learned that it was removed from the cluster: it
+    /// serves nothing but this view, probes and stale reads (and exits,
+    /// unless started with `--stay-up-when-removed`).
+    #[serde(default)]
+    pub removed: bool,
     /// Every member.
     pub members: Vec<MemberView>,
 }
@@ -113,6 +118,7 @@ pub fn cluster_view(status: &NodeStatus, cluster_id: Option<u64>) -> ClusterView
         leader: raft.leader.map(|id| id.get()),
         commit_index: raft.hard_state.commit.get(),
         applied_index: raft.applied.get(),
+        removed: status.removed.is_some(),
         members,
     }
 }

@@ -63,7 +63,9 @@ pub(super) fn unready_reasons(status: &NodeStatus, apply_lag_entries_max: u64) -
     ]
     .iter()
     .any(|set| set.contains(&raft.id));
-    if !member {
+    if let Some(removal) = &status.removed {
+        reasons.push(format!("this node was removed from the cluster: {removal}"));
+    } else if !member {
         reasons.push("this node is not a member of the cluster".to_string());
     }
     if raft.leader.is_none() {

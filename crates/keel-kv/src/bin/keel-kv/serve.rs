@@ -1,5 +1,6 @@
 //! `keel-kv serve`: start one node (after checking its flags against its
-//! data directory) and run it until a signal.
+//! data directory) and run it until a signal, a fatal error or its removal
+//! from the cluster, each with its own exit status.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,12 @@ use keel_kv::api::{ApiLimits, ApiState};
 use keel_kv::cluster_identity::{
     format_cluster_id, resolve_cluster_id, ClusterIdFlags, DEFAULT_INITIAL_CLUSTER_TOKEN,
 };
-use keel_kv::server::{check_data_dir, explain_start_error, start_node, HttpServer, NodeOptions};
+use keel_kv::server::{
+    check_data_dir, explain_start_error, start_node, HttpServer, NodeOptions, EXIT_STATUS_FATAL,
+    EXIT_STATUS_REMOVED,
+};
 use keel_kv::store::KvStore;
-use keel_node::NodeHandle;
+use keel_node::{Halt, NodeHandle};
 
 use crate::logging::init_logging;
 use crate::serve_flags::{parse_initial_cluster, ServeArgs};
@@ -44,13 +48,12 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
         peer_addr = %network.local_addr(),
         "keel-kv serving"
     );
-    let signal = wait_for_signal().await;
-    tracing::info!(signal, "stopping");
+    let outcome = run_until_stopped(&node, args.stay_up_when_removed).await;
     server.shutdown(Duration::from_secs(2)).await;
     node.shutdown().await;
     network.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 /// The node's options from the flags, checked: the founding list names
@@ -185,6 +188,43 @@ async fn start_serving(
             node.shutdown().await;
             Err(error.to_string())
         }
+    }
+}
+
+/// Waits for a signal, or for the node to stop serving: after a fatal
+/// error the process exits (status 4) so that a supervisor restarts it,
+/// rather than staying up as a node that answers every request with an
+/// error; a removed node exits (status 5) unless told to stay up.
+async fn run_until_stopped(node: &NodeHandle<KvStore>, stay_up_when_removed: bool) -> Result<(), Failure> {
+    let halt = tokio::select! {
+        signal = wait_for_signal() => {
+            tracing::info!(signal, "stopping");
+            return Ok(());
+        }
+        halt = node.halted() => halt,
+    };
+    match halt {
+        Halt::Fatal(reason) => {
+            tracing::error!(%reason, status = EXIT_STATUS_FATAL, "the node stopped after a fatal error; exiting so that it is restarted (fix the cause first: it recovers from its data directory)");
+            Err(Failure::new(
+                EXIT_STATUS_FATAL,
+                format!("error: the node stopped after a fatal error: {reason}"),
+            ))
+        }
+        Halt::Removed(removal) if stay_up_when_removed => {
+            tracing::warn!(%removal, "this node was removed from the cluster; it keeps serving its view (--stay-up-when-removed)");
+            let signal = wait_for_signal().await;
+            tracing::info!(signal, "stopping");
+            Ok(())
+        }
+        Halt::Removed(removal) => {
+            tracing::error!(%removal, status = EXIT_STATUS_REMOVED, "this node was removed from the cluster; exiting. Do not restart it on this data directory: to bring the machine back, give it an empty --data-dir, start it with --join --cluster-id <id> and add it with `keel-kv members add`");
+            Err(Failure::new(
+                EXIT_STATUS_REMOVED,
+                format!("error: this node was removed from the cluster ({removal})"),
+            ))
+        }
+        Halt::ShutDown => Ok(()),
     }
 }
 

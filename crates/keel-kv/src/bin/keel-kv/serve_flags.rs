@@ -12,7 +12,11 @@ pub(crate) const SERVE_EXIT_CODES: &str = "\
 Exit codes:
   0  stopped by SIGINT or SIGTERM
   2  bad command line
-  3  could not start: the flags, the data directory or a port (printed)";
+  3  could not start: the flags, the data directory or a port (printed)
+  4  the node stopped after a fatal error (a failed disk write, a full disk):
+     fix the cause and restart it; it recovers from its data directory
+  5  the node was removed from the cluster: do not restart it on this data
+     directory (it would exit again); see --stay-up-when-removed";
 
 #[derive(Args)]
 #[command(after_help = SERVE_EXIT_CODES)]
@@ -52,6 +56,12 @@ pub(crate) struct ServeArgs {
     /// restart it must match the stored id.
     #[arg(long, value_parser = parse_cluster_id, conflicts_with = "initial_cluster")]
     pub(crate) cluster_id: Option<u64>,
+    /// Keep serving after learning that this node was removed from the
+    /// cluster (it answers GET /v1/cluster with "removed": true, and
+    /// `not_member` to requests that need the cluster) instead of exiting
+    /// with status 5.
+    #[arg(long)]
+    pub(crate) stay_up_when_removed: bool,
     /// Election timeout in milliseconds (a follower campaigns after one
     /// to two of these without a leader).
     #[arg(long, default_value_t = 1000)]
