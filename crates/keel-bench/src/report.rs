@@ -83,7 +83,7 @@ pub fn rate(value: f64) -> String {
     let digits = whole.to_string();
     let mut grouped = String::new();
     for (position, digit) in digits.chars().enumerate() {
-        if position > 0 && (digits.len() - position) % 3 == 0 {
+        if position > 0 && (digits.len() - position).is_multiple_of(3) {
             grouped.push('\u{2009}');
         }
         grouped.push(digit);

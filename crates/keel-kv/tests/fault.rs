@@ -248,12 +248,12 @@ async fn histories_stay_linearizable_and_acknowledged_writes_survive_kills_and_p
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let leader = wait_for_leader(&control, &nodes, Duration::from_secs(30)).await;
         let follower = (1..=NODES)
-            .find(|id| *id != leader && (*id + round) % 2 == 0)
+            .find(|id| *id != leader && (*id + round).is_multiple_of(2))
             .unwrap_or(leader % NODES + 1);
         let node = |id: u64| (id - 1) as usize;
         match round % 4 {
             0 | 1 => {
-                let victim = if round % 4 == 0 { leader } else { follower };
+                let victim = if round.is_multiple_of(4) { leader } else { follower };
                 nodes[node(victim)].kill_9();
                 kills.push((victim, victim == leader));
                 tokio::time::sleep(Duration::from_millis(1200)).await;

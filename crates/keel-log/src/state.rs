@@ -128,7 +128,7 @@ impl LogState {
     /// Checks a later segment's checkpoint against the replayed state.
     pub(crate) fn verify_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), Inconsistency> {
         let last_matches = checkpoint.last.index == self.last_index()
-            && self.last_term().map_or(true, |term| term == checkpoint.last.term);
+            && self.last_term().is_none_or(|term| term == checkpoint.last.term);
         if checkpoint.compacted != self.compacted
             || !last_matches
             || checkpoint.hard_state != self.hard_state

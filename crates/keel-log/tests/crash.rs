@@ -317,7 +317,7 @@ fn run_with_crash(seed: u64, operations: &[Operation], crash_point: u64) -> Resu
         return Err("the crash point was never reached".into());
     }
     file_system.crash();
-    if crash_point % 4 == 0 {
+    if crash_point.is_multiple_of(4) {
         // A second crash during recovery itself (cutting the torn tail).
         file_system.set_crash_at_operation(Some(file_system.operation_count() + 1 + crash_point / 4 % 2));
         if open(&file_system).is_err() {

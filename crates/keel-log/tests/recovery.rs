@@ -57,7 +57,7 @@ fn a_torn_tail_is_cut_reported_and_the_log_continues() {
         let path = segment_paths(&file_system)[0].clone();
         let durable_length = file_system.file_contents(&path).unwrap().len();
         // A big batch whose fsync never happens: append lands, then the crash.
-        file_system.set_torn_writes(if seed % 2 == 0 {
+        file_system.set_torn_writes(if seed.is_multiple_of(2) {
             TornWrites::Sectors512
         } else {
             TornWrites::Pages4096

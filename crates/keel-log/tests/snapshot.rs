@@ -73,7 +73,7 @@ fn a_crash_at_any_boundary_leaves_the_old_or_the_new_snapshot() {
     let mut saw_new = false;
     for crash_point in 1.. {
         let file_system = Arc::new(MemoryFileSystem::new(crash_point));
-        file_system.set_torn_writes(if crash_point % 2 == 0 {
+        file_system.set_torn_writes(if crash_point.is_multiple_of(2) {
             TornWrites::Sectors512
         } else {
             TornWrites::Pages4096

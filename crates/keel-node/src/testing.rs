@@ -369,7 +369,7 @@ impl<M: StateMachine> TestCluster<M> {
         for (id, node) in &self.nodes {
             if let Ok(status) = node.handle.status().await {
                 if status.raft.role == Role::Leader
-                    && best.map_or(true, |(term, _)| status.raft.hard_state.term > term)
+                    && best.is_none_or(|(term, _)| status.raft.hard_state.term > term)
                 {
                     best = Some((status.raft.hard_state.term, *id));
                 }

@@ -151,7 +151,7 @@ impl Message {
                     && append
                         .entries
                         .last()
-                        .map_or(true, |entry| log_id_ok(entry.log_id()))
+                        .is_none_or(|entry| log_id_ok(entry.log_id()))
             }
             Message::AppendResponse(AppendResponse::Accepted { last_index }) => index_ok(*last_index),
             Message::AppendResponse(AppendResponse::Rejected { rejected, hint }) => {

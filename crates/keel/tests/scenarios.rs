@@ -1308,12 +1308,12 @@ impl MessageFilter {
     }
 
     fn matches(&self, envelope: &Envelope) -> bool {
-        self.from.map_or(true, |from| from == envelope.from)
-            && self.to.map_or(true, |to| to == envelope.to)
+        self.from.is_none_or(|from| from == envelope.from)
+            && self.to.is_none_or(|to| to == envelope.to)
             && self
                 .kind
                 .as_deref()
-                .map_or(true, |kind| kind == kind_name(&envelope.message))
+                .is_none_or(|kind| kind == kind_name(&envelope.message))
     }
 
     /// Splits `envelopes` into the (first `count`) matching ones and the
