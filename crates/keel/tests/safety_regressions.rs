@@ -301,6 +301,14 @@ fn planted_lease_bugs_answer_from_an_expired_lease() {
 
 // ----- 4. terms and indexes past the limits are refused ----------------------
 
+/// A heartbeat that carries no commit index and no read round.
+fn empty_heartbeat() -> Message {
+    Message::Heartbeat(Heartbeat {
+        commit: Index::ZERO,
+        read_round: None,
+    })
+}
+
 fn three_voter_node() -> RawNode<MemStorage> {
     let storage = MemStorage::new_with_conf_state(ConfState::with_voters([1, 2, 3].map(id)));
     RawNode::new(&Config::new(id(1)), storage).unwrap()
@@ -310,10 +318,7 @@ fn three_voter_node() -> RawNode<MemStorage> {
 fn a_heartbeat_at_a_term_past_the_limit_is_refused_and_changes_nothing() {
     for term in [u64::MAX, Term::LIMIT.get() + 1] {
         let mut node = three_voter_node();
-        let heartbeat = Message::Heartbeat(Heartbeat {
-            commit: Index::ZERO,
-            read_round: None,
-        });
+        let heartbeat = empty_heartbeat();
         let result = node.step(Envelope::new(id(2), id(1), Term::new(term), heartbeat));
         assert!(
             matches!(result, Err(Error::Step(StepError::Malformed { .. }))),
@@ -348,10 +353,7 @@ fn a_term_far_ahead_of_the_nodes_own_is_refused() {
     // ever campaign again (the simulator's forge fault found that).
     for term in [Term::LIMIT.get(), Term::JUMP_MAX + 1] {
         let mut node = three_voter_node();
-        let heartbeat = Message::Heartbeat(Heartbeat {
-            commit: Index::ZERO,
-            read_round: None,
-        });
+        let heartbeat = empty_heartbeat();
         let result = node.step(Envelope::new(id(2), id(1), Term::new(term), heartbeat));
         assert!(
             matches!(result, Err(Error::Step(StepError::Malformed { .. }))),
@@ -360,10 +362,7 @@ fn a_term_far_ahead_of_the_nodes_own_is_refused() {
         assert_eq!(node.status().hard_state.term, Term::ZERO);
     }
     let mut node = three_voter_node();
-    let heartbeat = Message::Heartbeat(Heartbeat {
-        commit: Index::ZERO,
-        read_round: None,
-    });
+    let heartbeat = empty_heartbeat();
     node.step(Envelope::new(id(2), id(1), Term::new(Term::JUMP_MAX), heartbeat))
         .unwrap();
     assert_eq!(
@@ -384,10 +383,7 @@ fn at_the_term_limit_a_node_neither_wraps_nor_panics() {
         })
         .unwrap();
     let mut node = RawNode::new(&Config::new(id(1)), storage).unwrap();
-    let heartbeat = Message::Heartbeat(Heartbeat {
-        commit: Index::ZERO,
-        read_round: None,
-    });
+    let heartbeat = empty_heartbeat();
     node.step(Envelope::new(id(2), id(1), Term::LIMIT, heartbeat))
         .unwrap();
     assert_eq!(node.status().hard_state.term, Term::LIMIT);

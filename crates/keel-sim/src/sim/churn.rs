@@ -134,14 +134,7 @@ impl Simulation {
     /// two voters at once through a joint configuration, or leave an
     /// explicit joint configuration. Keeps 3–7 voters.
     pub(super) fn fault_churn(&mut self) -> Result<(), Violation> {
-        let Some(leader) = self.leader() else {
-            return Ok(());
-        };
-        let Some(status) = self.nodes[(leader.get() - 1) as usize]
-            .running()
-            .filter(|running| running.is_healthy() && running.is_responsive())
-            .map(|running| running.raw.status())
-        else {
+        let Some((leader, status)) = self.available_leader_status() else {
             return Ok(());
         };
         if status.pending_conf_index > status.applied {
@@ -160,6 +153,16 @@ impl Simulation {
             }
         };
         self.propose_change(leader, &change)
+    }
+
+    /// The leader and its status, if it is healthy and responsive: the node
+    /// a membership change is proposed through.
+    fn available_leader_status(&self) -> Option<(NodeId, keel::Status)> {
+        let leader = self.leader()?;
+        self.nodes[(leader.get() - 1) as usize]
+            .running()
+            .filter(|running| running.is_healthy() && running.is_responsive())
+            .map(|running| (leader, running.raw.status()))
     }
 
     /// Proposes `change`, mostly on the leader; sometimes on a follower,
@@ -198,14 +201,7 @@ impl Simulation {
     /// a new node (one joint change, left automatically): while `kept`'s
     /// applier is stalled, its core stays in the membership before.
     pub(super) fn replace_a_voter_except(&mut self, kept: NodeId) -> Result<(), Violation> {
-        let Some(leader) = self.leader() else {
-            return Ok(());
-        };
-        let Some(status) = self.nodes[(leader.get() - 1) as usize]
-            .running()
-            .filter(|running| running.is_healthy() && running.is_responsive())
-            .map(|running| running.raw.status())
-        else {
+        let Some((leader, status)) = self.available_leader_status() else {
             return Ok(());
         };
         let conf = status.conf_state;

@@ -102,24 +102,15 @@ impl<S: Storage> Raft<S> {
     /// applied. Reads those entries in bounded chunks; an entry that cannot
     /// be read now counts as a change (campaigning later is safe).
     fn has_unapplied_committed_conf_change(&self) -> Result<bool, Error> {
-        const CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+        let low = self.log.applied().next();
         let committed = self.log.committed();
-        let mut low = self.log.applied().next();
-        while low <= committed {
-            let entries = match self.log.entries(low, committed.next(), CHUNK_BYTES_MAX) {
-                Ok(entries) => entries,
-                Err(crate::log::ReadEntriesError::Fatal(error)) => return Err(error.into()),
-                Err(_) => return Ok(true),
-            };
-            let Some(last) = entries.last() else {
-                return Ok(true);
-            };
-            if entries.iter().any(|entry| entry.kind.is_conf_change()) {
-                return Ok(true);
-            }
-            low = last.index.next();
+        if low > committed {
+            return Ok(false);
         }
-        Ok(false)
+        Ok(!matches!(
+            self.last_conf_change_between(low, committed)?,
+            Some(None)
+        ))
     }
 
     /// Counts the votes so far and acts on a decision. Returns whether the

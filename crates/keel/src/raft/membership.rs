@@ -41,15 +41,38 @@ impl<S: Storage> Raft<S> {
         if last.distance_from(low) >= SCAN_ENTRIES_MAX {
             return Ok(last);
         }
-        match self.log.entries(low, last.next(), u64::MAX) {
-            Ok(entries) => Ok(entries
-                .iter()
-                .rev()
-                .find(|entry| entry.kind.is_conf_change())
-                .map_or(Index::ZERO, |entry| entry.index)),
-            Err(crate::log::ReadEntriesError::Fatal(error)) => Err(error.into()),
-            Err(_) => Ok(last),
+        Ok(match self.last_conf_change_between(low, last)? {
+            Some(found) => found.unwrap_or(Index::ZERO),
+            None => last,
+        })
+    }
+
+    /// The index of the last membership change in `[low, high]`, read in
+    /// bounded chunks: `Some(None)` if there is none, `None` if some entry
+    /// cannot be read now (compacted or temporarily unavailable).
+    pub(crate) fn last_conf_change_between(
+        &self,
+        low: Index,
+        high: Index,
+    ) -> Result<Option<Option<Index>>, Error> {
+        const CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+        let mut found = None;
+        let mut next = low;
+        while next <= high {
+            let entries = match self.log.entries(next, high.next(), CHUNK_BYTES_MAX) {
+                Ok(entries) => entries,
+                Err(crate::log::ReadEntriesError::Fatal(error)) => return Err(error.into()),
+                Err(_) => return Ok(None),
+            };
+            let Some(last) = entries.last() else {
+                return Ok(None);
+            };
+            next = last.index.next();
+            if let Some(entry) = entries.iter().rev().find(|entry| entry.kind.is_conf_change()) {
+                found = Some(entry.index);
+            }
         }
+        Ok(Some(found))
     }
 
     /// Switches to the configuration that results from an applied change.
